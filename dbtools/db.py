@@ -1,0 +1,69 @@
+"""Connections to the system database, and the translation of connection failures.
+
+``connect()`` gives one connection, ``create_pool()`` a pool for long-running services. Both take
+an explicit URL or fall back on the configuration (``DATABASE_URL``, ``.env``, the embedded
+cluster). Extra keyword arguments reach psycopg untouched: ``prepare_threshold=None`` turns off
+server-side prepared statements (PgBouncer in transaction pooling mode), for instance.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from dbtools.config import describe, parse_url, resolve_url
+from dbtools.errors import DatabaseUnavailable
+
+if TYPE_CHECKING:
+    from psycopg.rows import TupleRow
+    from psycopg_pool import ConnectionPool
+
+
+def connect(url: str | None = None, **kwargs: Any) -> psycopg.Connection[TupleRow]:
+    """Open a connection to ``url`` (default: the configured database).
+
+    Raises :class:`ConfigurationError` for a malformed URL and :class:`DatabaseUnavailable` when
+    the server cannot be reached or refuses the connection; neither message shows the password.
+    """
+    params = parse_url(resolve_url(url))
+    try:
+        return psycopg.connect(**params, **kwargs)
+    except psycopg.OperationalError as exc:
+        raise unavailable(exc, params) from exc
+
+
+def create_pool(
+    url: str | None = None, *, min_size: int = 1, max_size: int | None = None, **kwargs: Any
+) -> ConnectionPool[psycopg.Connection[TupleRow]]:
+    """A ``psycopg_pool.ConnectionPool`` on ``url`` (default: the configured database).
+
+    The pool is opened, and waits for its first connection so a wrong URL fails here, not on the
+    first request. Use it as a context manager, or close it when the service stops.
+    """
+    from psycopg_pool import ConnectionPool, PoolTimeout
+
+    params = parse_url(resolve_url(url))
+    pool: ConnectionPool[psycopg.Connection[TupleRow]] = ConnectionPool(
+        kwargs=params | kwargs.pop("kwargs", {}),
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        **kwargs,
+    )
+    try:
+        pool.open(wait=True, timeout=kwargs.get("timeout", 30.0))
+    except PoolTimeout as exc:
+        pool.close()
+        raise DatabaseUnavailable(f"cannot connect to {describe(params)}: {exc}") from exc
+    return pool
+
+
+def unavailable(exc: psycopg.OperationalError, params: dict[str, str]) -> DatabaseUnavailable:
+    """A one-line :class:`DatabaseUnavailable` for a failed connection, password removed."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(exc).__name__
+    password = params.get("password")
+    if password:
+        reason = reason.replace(password, "***")
+    return DatabaseUnavailable(f"cannot connect to {describe(params)}: {reason}")

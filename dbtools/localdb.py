@@ -1,0 +1,325 @@
+"""The embedded PostgreSQL cluster: what every command uses when no ``DATABASE_URL`` is configured.
+
+The cluster lives in the git-ignored ``.dbtools/`` folder of the project, is created with the
+PostgreSQL server binaries already on the machine, and listens only on a unix socket in its own
+folder (no TCP port, so it never collides with another server). Authentication is ``trust`` and the
+socket is ``0700``: only the OS user that runs the server (and root) can connect.
+
+PostgreSQL refuses to run as root. When dbtools runs as root, the server runs as an unprivileged
+OS user (``postgres``, or ``DBTOOLS_PG_OS_USER``); if that user cannot reach the project folder,
+or the socket path would pass the 107-byte limit, the cluster moves to ``/tmp/dbtools-<hash>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import hashlib
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from dbtools.errors import LocalDatabaseError
+
+PORT = 5432  # only names the socket file: the server listens on no TCP port
+SUPERUSER = "postgres"
+BINDIR_VAR = "DBTOOLS_PG_BINDIR"
+OS_USER_VAR = "DBTOOLS_PG_OS_USER"
+LOCAL_DIR_VAR = "DBTOOLS_LOCAL_DIR"
+_SOCKET_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
+_SOCKET_NAME = f".s.PGSQL.{PORT}"
+_INSTALL_HINT = (
+    "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found: install them "
+    "(Debian/Ubuntu: apt-get install postgresql; Fedora: dnf install postgresql-server; "
+    f"macOS: brew install postgresql), set {BINDIR_VAR} to their folder, "
+    "or set DATABASE_URL to use a server you already have"
+)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One embedded cluster: ``root/data`` (the data directory), ``root/run`` (its socket)."""
+
+    root: Path
+    durable: bool = True  # False for throw-away clusters (tests): no fsync
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "server.log"
+
+    def url(self, dbname: str) -> str:
+        """The libpq URL of database ``dbname`` in this cluster."""
+        host = quote(str(self.socket_dir), safe="/")
+        return f"postgresql://{SUPERUSER}@/{quote(dbname, safe='')}?host={host}&port={PORT}"
+
+    def is_initialised(self) -> bool:
+        return (self.data_dir / "PG_VERSION").is_file()
+
+    def is_running(self) -> bool:
+        """Whether the cluster's server is up (asked with ``pg_ctl status``)."""
+        if not self.is_initialised():
+            return False
+        result = _run_server_tool([_tool("pg_ctl"), "status", "-D", str(self.data_dir)], self.root)
+        return result.returncode == 0
+
+    def server_version(self) -> str:
+        return (self.data_dir / "PG_VERSION").read_text().strip()
+
+    def ensure_running(self) -> Cluster:
+        """Initialise the cluster if needed and start it if it is not running; return it."""
+        with self._lock():
+            if not self.is_initialised():
+                self._initdb()
+            if not self.is_running():
+                self._start()
+        return self
+
+    def start(self) -> bool:
+        """Start the cluster (initialising it first if needed); False if it was already running."""
+        with self._lock():
+            if not self.is_initialised():
+                self._initdb()
+            if self.is_running():
+                return False
+            self._start()
+            return True
+
+    def stop(self) -> bool:
+        """Stop the server (fast shutdown); False if it was not running."""
+        with self._lock():
+            if not self.is_running():
+                return False
+            result = _run_server_tool(
+                [_tool("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-s"],
+                self.root,
+            )
+            if result.returncode != 0:
+                raise LocalDatabaseError(
+                    f"could not stop the embedded PostgreSQL in {self.data_dir}: "
+                    f"{_last_line(result.stderr)}"
+                )
+            return True
+
+    def _initdb(self) -> None:
+        _prepare_dir(self.root)
+        _prepare_dir(self.socket_dir, mode=0o700)
+        result = _run_server_tool(
+            [
+                _tool("initdb"),
+                "--pgdata",
+                str(self.data_dir),
+                "--username",
+                SUPERUSER,
+                "--auth",
+                "trust",
+                "--encoding",
+                "UTF8",
+                "--locale",
+                "C",
+                *([] if self.durable else ["--no-sync"]),
+            ],
+            self.root,
+        )
+        if result.returncode != 0:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            raise LocalDatabaseError(
+                f"initdb failed for the embedded PostgreSQL in {self.data_dir}: "
+                f"{_last_line(result.stderr or result.stdout)}"
+            )
+        settings = [
+            "# Written by dbtools: the embedded cluster listens only on its own unix socket.",
+            "listen_addresses = ''",
+            f"port = {PORT}",
+            f"unix_socket_directories = '{_conf_quote(self.socket_dir)}'",
+            "unix_socket_permissions = 0700",
+        ]
+        if not self.durable:
+            settings += ["fsync = off", "synchronous_commit = off", "full_page_writes = off"]
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write("\n" + "\n".join(settings) + "\n")
+
+    def _start(self) -> None:
+        result = _run_server_tool(
+            [
+                _tool("pg_ctl"),
+                "start",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                "60",
+                "-s",
+            ],
+            self.root,
+        )
+        if result.returncode != 0:
+            raise LocalDatabaseError(
+                f"could not start the embedded PostgreSQL in {self.data_dir}: "
+                f"{_last_line(self._log_tail() or result.stderr)} (log: {self.log_file})"
+            )
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Serialise init/start/stop between processes (two ``make`` runs at once, say)."""
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.root.parent / f".{self.root.name}.lock"
+        with lock_path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def project_dir() -> Path:
+    """The project checkout this package runs from, else the current directory."""
+    checkout = Path(__file__).resolve().parent.parent
+    return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
+
+
+def cluster(name: str, *, durable: bool = True) -> Cluster:
+    """The cluster called ``name`` under ``.dbtools/`` (or ``DBTOOLS_LOCAL_DIR``), relocated when
+    the server's OS user could not reach it or its socket path would be too long."""
+    base = Path(os.environ.get(LOCAL_DIR_VAR) or project_dir() / ".dbtools").absolute()
+    root = base / name
+    if not _usable(root):
+        digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+        root = Path(tempfile.gettempdir()) / f"dbtools-{digest}" / name
+    return Cluster(root, durable=durable)
+
+
+def default_cluster() -> Cluster:
+    """The cluster that serves ``dbtools_system`` when no ``DATABASE_URL`` is configured."""
+    return cluster("postgres")
+
+
+def find_bindir() -> Path:
+    """The folder holding ``initdb``, ``pg_ctl`` and ``postgres``.
+
+    Looked for in ``DBTOOLS_PG_BINDIR``, ``pg_config --bindir``, ``PATH`` and the usual
+    ``/usr/lib/postgresql/<version>/bin`` (newest first).
+    """
+    candidates: list[Path] = []
+    if os.environ.get(BINDIR_VAR):
+        candidates.append(Path(os.environ[BINDIR_VAR]))
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, check=True, timeout=10
+            ).stdout.strip()
+            candidates.append(Path(out))
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        candidates.append(Path(on_path).resolve().parent)
+    versions = glob.glob("/usr/lib/postgresql/*/bin")
+    candidates += [Path(p) for p in sorted(versions, key=_version_key, reverse=True)]
+    for folder in candidates:
+        if all(os.access(folder / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
+            return folder
+    raise LocalDatabaseError(_INSTALL_HINT)
+
+
+def _tool(name: str) -> str:
+    return str(find_bindir() / name)
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    version = Path(path).parent.name
+    return tuple(int(p) for p in version.split(".") if p.isdigit())
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    """The unprivileged OS user to run the server as when we are root; None when we are not."""
+    if os.geteuid() != 0:
+        return None
+    name = os.environ.get(OS_USER_VAR) or "postgres"
+    try:
+        user = pwd.getpwnam(name)
+    except KeyError:
+        raise LocalDatabaseError(
+            "PostgreSQL refuses to run as root and there is no unprivileged OS user "
+            f"{name!r} to run it as: create one (useradd --system {name}) or set {OS_USER_VAR}"
+        ) from None
+    if user.pw_uid == 0:
+        raise LocalDatabaseError(f"{OS_USER_VAR}={name!r} is root; name an unprivileged user")
+    return user
+
+
+def _usable(root: Path) -> bool:
+    """Whether a cluster at ``root`` can serve: short enough socket path, reachable by the server."""
+    if len(str(root / "run" / _SOCKET_NAME).encode()) > _SOCKET_PATH_MAX:
+        return False
+    user = _server_user()
+    if user is None:
+        return True
+    existing = root
+    while not existing.exists():
+        existing = existing.parent
+    probe = subprocess.run(
+        ["test", "-x", str(existing)],
+        user=user.pw_uid,
+        group=user.pw_gid,
+        extra_groups=[],
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+def _prepare_dir(folder: Path, mode: int = 0o755) -> None:
+    folder.mkdir(parents=True, exist_ok=True, mode=mode)
+    user = _server_user()
+    if user is not None:
+        os.chown(folder, user.pw_uid, user.pw_gid)
+
+
+def _run_server_tool(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a PostgreSQL server tool, as the unprivileged server user when we are root."""
+    user = _server_user()
+    workdir = cwd if cwd.exists() else Path(tempfile.gettempdir())
+    if user is None:
+        return subprocess.run(args, cwd=workdir, capture_output=True, text=True, check=False)
+    env = {**os.environ, "HOME": user.pw_dir, "USER": user.pw_name, "LOGNAME": user.pw_name}
+    return subprocess.run(
+        args,
+        cwd=workdir,
+        env=env,
+        user=user.pw_uid,
+        group=user.pw_gid,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _conf_quote(path: Path) -> str:
+    return str(path).replace("\\", "\\\\").replace("'", "''")
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"

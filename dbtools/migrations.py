@@ -1,0 +1,154 @@
+"""Creating the system database and applying or rolling back the migrations in ``sql/`` (yoyo).
+
+The SQL files stay plain, so a DBA can run the same migrations with the ``yoyo`` command and the
+project's ``yoyo.ini``. These functions take any libpq URL; yoyo itself is handed the parsed
+parameters, so unix sockets, percent-encoded passwords and query options all pass through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from yoyo import exceptions as yoyo_exceptions
+from yoyo import read_migrations
+from yoyo.backends import get_backend_class
+from yoyo.connections import DatabaseURI
+
+from dbtools.config import describe, parse_url
+from dbtools.db import unavailable
+from dbtools.errors import MigrationError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql"
+MIGRATION_TABLE = "_yoyo_migration"  # yoyo's default, so the yoyo command sees the same history
+_YOYO_SCHEME = "postgresql+psycopg"
+_MAINTENANCE_DBS = ("postgres", "template1")
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    """One migration and when it was applied (``None``: pending)."""
+
+    id: str
+    applied_at: datetime | None
+
+
+def ensure_database(url: str) -> bool:
+    """Create the database named in ``url`` if it does not exist; True if it was created.
+
+    Connects to the maintenance database (``postgres``, else ``template1``) of the same server
+    with the same credentials. Safe when two callers race: the loser finds the database there.
+    """
+    params = parse_url(url)
+    with suppress(psycopg.OperationalError), psycopg.connect(**params):
+        return False  # it exists and we may connect: nothing to do
+    dbname = params["dbname"]
+    with _maintenance_connection(params) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+        if exists:
+            return False
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        except psycopg.errors.DuplicateDatabase:
+            return False
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise MigrationError(
+                f"database {dbname!r} does not exist and user {conn.info.user!r} may not create "
+                "it: create it as a superuser, or grant CREATEDB"
+            ) from exc
+    return True
+
+
+def apply(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply the pending migrations in order; return their ids (empty when none were pending)."""
+    migrations = _read(migrations_dir)
+    with _backend(url) as backend, backend.lock():
+        pending = backend.to_apply(migrations)
+        for migration in pending:
+            _run(backend.apply_one, migration, "apply")
+    return [m.id for m in pending]
+
+
+def rollback(url: str, count: int = 1, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
+    """Roll back the ``count`` newest applied migrations; return their ids, newest first."""
+    if count < 1:
+        raise ValueError(f"count must be at least 1, not {count}")
+    migrations = _read(migrations_dir)
+    with _backend(url) as backend, backend.lock():
+        targets = list(backend.to_rollback(migrations))[:count]
+        for migration in targets:
+            _run(backend.rollback_one, migration, "roll back")
+    return [m.id for m in targets]
+
+
+def status(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[MigrationState]:
+    """Every migration in ``migrations_dir``, in order, with the time it was applied."""
+    migrations = _read(migrations_dir)
+    with _backend(url) as backend:
+        backend.ensure_internal_schema_updated()
+        rows = backend.execute(
+            f"SELECT migration_id, applied_at_utc FROM {backend.migration_table_quoted}"
+        ).fetchall()
+    applied = {row[0]: row[1].replace(tzinfo=timezone.utc) for row in rows}
+    return [MigrationState(m.id, applied.get(m.id)) for m in migrations]
+
+
+def _read(migrations_dir: Path) -> Any:
+    if not migrations_dir.is_dir():
+        raise MigrationError(f"migrations folder {migrations_dir} does not exist")
+    try:
+        return read_migrations(str(migrations_dir))
+    except yoyo_exceptions.BadMigration as exc:
+        raise MigrationError(f"cannot read the migrations in {migrations_dir}: {exc}") from exc
+
+
+@contextmanager
+def _backend(url: str) -> Iterator[Any]:
+    params = parse_url(url)
+    args = {key: value for key, value in params.items() if key != "dbname"}
+    uri = DatabaseURI(_YOYO_SCHEME, None, None, None, None, params["dbname"], args)
+    try:
+        backend = get_backend_class(_YOYO_SCHEME)(uri, MIGRATION_TABLE)
+        backend.init_database()
+    except psycopg.OperationalError as exc:
+        raise unavailable(exc, params) from exc
+    with backend:
+        try:
+            yield backend
+        except yoyo_exceptions.LockTimeout as exc:
+            raise MigrationError(
+                f"another process is migrating {describe(params)} (yoyo_lock is held); "
+                "try again, or break a stale lock with `yoyo break-lock`"
+            ) from exc
+
+
+def _run(operation: Any, migration: Any, verb: str) -> None:
+    try:
+        operation(migration)
+    except yoyo_exceptions.BadMigration as exc:
+        raise MigrationError(f"cannot {verb} migration {migration.id}: {exc}") from exc
+    except psycopg.Error as exc:
+        reason = exc.diag.message_primary or str(exc).splitlines()[0]
+        raise MigrationError(f"cannot {verb} migration {migration.id}: {reason}") from exc
+
+
+@contextmanager
+def _maintenance_connection(params: dict[str, str]) -> Iterator[psycopg.Connection[Any]]:
+    error: psycopg.OperationalError | None = None
+    for dbname in _MAINTENANCE_DBS:
+        try:
+            conn = psycopg.connect(**(params | {"dbname": dbname}), autocommit=True)
+        except psycopg.OperationalError as exc:
+            error = error or exc
+            continue
+        with conn:
+            yield conn
+        return
+    assert error is not None
+    raise unavailable(error, params)

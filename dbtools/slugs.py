@@ -1,0 +1,44 @@
+"""The tenant slug rule, identical to the ``tenants_slug_format_check`` constraint in SQL.
+
+A slug is 3 to 50 characters: lowercase ASCII letters, digits and hyphens, starting and ending
+with a letter or digit. ``re.fullmatch`` is used on purpose: ``re.match`` with ``$`` accepts a
+trailing newline (``"abc\\n"``), which PostgreSQL's ``$`` rejects.
+"""
+
+from __future__ import annotations
+
+import re
+
+from dbtools.errors import InvalidSlug
+
+MIN_LENGTH = 3
+MAX_LENGTH = 50
+
+# The same pattern as the CHECK constraint in sql/0001_create-tenants.sql; the tests prove that
+# both accept exactly the same strings.
+SLUG_PATTERN = r"[a-z0-9][a-z0-9-]{1,48}[a-z0-9]"
+_slug_fullmatch = re.compile(SLUG_PATTERN, re.ASCII).fullmatch
+
+
+def is_valid_slug(value: object) -> bool:
+    """Whether ``value`` is a string that the database accepts as a slug."""
+    return isinstance(value, str) and _slug_fullmatch(value) is not None
+
+
+def validate_slug(value: object) -> str:
+    """Return ``value`` if it is a valid slug, else raise :class:`InvalidSlug` saying why."""
+    if isinstance(value, str) and _slug_fullmatch(value) is not None:
+        return value
+    raise InvalidSlug(value, _reason(value))
+
+
+def _reason(value: object) -> str:
+    if not isinstance(value, str):
+        return f"a slug is a string, not {type(value).__name__}"
+    if not MIN_LENGTH <= len(value) <= MAX_LENGTH:
+        return f"must be {MIN_LENGTH} to {MAX_LENGTH} characters long, not {len(value)}"
+    if value.startswith("-") or value.endswith("-"):
+        return "must not start or end with a hyphen"
+    bad = sorted({c for c in value if not ("a" <= c <= "z" or "0" <= c <= "9" or c == "-")})
+    shown = ", ".join(repr(c) for c in bad)
+    return f"only lowercase letters a-z, digits and hyphens are allowed, not {shown}"

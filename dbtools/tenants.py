@@ -1,0 +1,384 @@
+"""Reading and changing tenants: parameterised SQL in, frozen :class:`Tenant` records out.
+
+Every function takes a psycopg connection first and leaves its transaction to the caller: nothing
+here commits, rolls back a caller's work, or closes the connection. Each operation is one SQL
+statement, so one round trip, and writes are decided by the database (``ON CONFLICT``,
+``RETURNING``), never by a read followed by a write::
+
+    import psycopg
+    from dbtools import db, tenants
+
+    with db.connect(autocommit=True) as conn:           # each call is its own transaction
+        acme = tenants.create(conn, "acme", "Acme Corp")
+        tenants.get_by_slug(conn, "acme")                # -> Tenant | None
+
+    with db.connect() as conn, conn.transaction():      # or group calls in your transaction
+        tenants.suspend(conn, "acme")
+        tenants.update(conn, "acme", settings={"plan": "pro"})
+
+When an error is raised, the connection is still usable: inside a transaction the write ran in a
+savepoint that was rolled back; outside one, the failed statement was its own transaction. The
+errors are those of :mod:`dbtools.errors`; nothing documented surfaces as a raw psycopg error.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, LiteralString
+from uuid import UUID
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
+from psycopg.rows import class_row
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from dbtools.db import unavailable
+from dbtools.errors import DatabaseUnavailable, DuplicateSlug, InvalidSlug, InvalidTenant, TenantNotFound
+from dbtools.slugs import is_valid_slug, validate_slug
+
+__all__ = [
+    "NAME_MAX_LENGTH",
+    "Tenant",
+    "TenantStatus",
+    "activate",
+    "create",
+    "delete",
+    "get_by_id",
+    "get_by_slug",
+    "get_many",
+    "get_or_create",
+    "list_tenants",
+    "suspend",
+    "update",
+]
+
+NAME_MAX_LENGTH = 255
+LIST_LIMIT_MAX = 1000
+# Unicode's White_Space characters, as spelled out in the tenants_name_not_blank_check constraint.
+_WHITE_SPACE = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
+    "\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+# Constraint names, equal to those in sql/: errors are mapped by name, never by message text.
+SLUG_KEY = "tenants_slug_key"
+SLUG_FORMAT_CHECK = "tenants_slug_format_check"
+NAME_NOT_BLANK_CHECK = "tenants_name_not_blank_check"
+NAME_LENGTH_CHECK = "tenants_name_length_check"
+SETTINGS_OBJECT_CHECK = "tenants_settings_object_check"
+
+
+class TenantStatus(enum.StrEnum):
+    """Lifecycle of a tenant; the labels of the SQL enum ``tenant_status``."""
+
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class Tenant(BaseModel):
+    """One tenant of the platform: a row of the ``tenants`` table."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: UUID
+    slug: str
+    name: str
+    status: TenantStatus
+    settings: dict[str, Any]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+_tenant_row = class_row(Tenant)
+
+GET_BY_SLUG: LiteralString = """
+    SELECT id, slug, name, status, settings, created_at, updated_at
+    FROM tenants
+    WHERE slug = %(slug)s
+"""
+
+GET_BY_ID: LiteralString = """
+    SELECT id, slug, name, status, settings, created_at, updated_at
+    FROM tenants
+    WHERE id = %(id)s
+"""
+
+GET_MANY: LiteralString = """
+    SELECT id, slug, name, status, settings, created_at, updated_at
+    FROM tenants
+    WHERE slug = ANY(%(slugs)s::text[])
+"""
+
+# Keyset pagination: the unique index on slug serves both the range and the order, so every page
+# costs the same. '' sorts before every slug, and an empty status filter means "any status", so
+# one statement (and one cached plan) serves every combination of arguments.
+LIST: LiteralString = """
+    SELECT id, slug, name, status, settings, created_at, updated_at
+    FROM tenants
+    WHERE slug > %(after)s
+      AND (cardinality(%(statuses)s::tenant_status[]) = 0 OR status = ANY(%(statuses)s::tenant_status[]))
+    ORDER BY slug
+    LIMIT %(limit)s
+"""
+
+INSERT: LiteralString = """
+    INSERT INTO tenants (slug, name, settings)
+    VALUES (%(slug)s, %(name)s, %(settings)s::jsonb)
+    RETURNING id, slug, name, status, settings, created_at, updated_at
+"""
+
+INSERT_IF_ABSENT: LiteralString = """
+    INSERT INTO tenants (slug, name, settings)
+    VALUES (%(slug)s, %(name)s, %(settings)s::jsonb)
+    ON CONFLICT (slug) DO NOTHING
+    RETURNING id, slug, name, status, settings, created_at, updated_at
+"""
+
+# NULL means "leave as it is"; the trigger keeps updated_at when nothing actually changes.
+UPDATE: LiteralString = """
+    UPDATE tenants
+    SET name = coalesce(%(name)s::text, name),
+        settings = coalesce(%(settings)s::jsonb, settings)
+    WHERE slug = %(slug)s
+    RETURNING id, slug, name, status, settings, created_at, updated_at
+"""
+
+SET_STATUS: LiteralString = """
+    UPDATE tenants
+    SET status = %(status)s::tenant_status
+    WHERE slug = %(slug)s
+    RETURNING id, slug, name, status, settings, created_at, updated_at
+"""
+
+DELETE: LiteralString = """
+    DELETE FROM tenants
+    WHERE slug = %(slug)s
+"""
+
+
+def get_by_slug(conn: psycopg.Connection[Any], slug: str) -> Tenant | None:
+    """The tenant with ``slug``, or None. A string that cannot be a slug never reaches the database."""
+    if not is_valid_slug(slug):
+        return None
+    with _reading(conn) as cur:
+        cur.execute(GET_BY_SLUG, {"slug": slug})
+        return cur.fetchone()
+
+
+def get_by_id(conn: psycopg.Connection[Any], tenant_id: UUID) -> Tenant | None:
+    """The tenant with ``tenant_id``, or None."""
+    if not isinstance(tenant_id, UUID):
+        raise TypeError(f"tenant_id must be a uuid.UUID, not {type(tenant_id).__name__}")
+    with _reading(conn) as cur:
+        cur.execute(GET_BY_ID, {"id": tenant_id})
+        return cur.fetchone()
+
+
+def get_many(conn: psycopg.Connection[Any], slugs: Iterable[str]) -> dict[str, Tenant]:
+    """The tenants with the given slugs, by slug, in one round trip; unknown or invalid slugs are absent."""
+    wanted = list({slug for slug in slugs if is_valid_slug(slug)})
+    if not wanted:
+        return {}
+    with _reading(conn) as cur:
+        cur.execute(GET_MANY, {"slugs": wanted})
+        return {tenant.slug: tenant for tenant in cur.fetchall()}
+
+
+def list_tenants(
+    conn: psycopg.Connection[Any],
+    *,
+    status: TenantStatus | str | None = None,
+    after: str | None = None,
+    limit: int = 100,
+) -> list[Tenant]:
+    """Up to ``limit`` (1-1000) tenants ordered by slug, those after slug ``after`` when given.
+
+    Pass the last slug of a page as ``after`` to get the next page; an empty list is the end.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIST_LIMIT_MAX:
+        raise ValueError(f"limit must be an integer from 1 to {LIST_LIMIT_MAX}, not {limit!r}")
+    statuses = [] if status is None else [TenantStatus(status).value]
+    with _reading(conn) as cur:
+        cur.execute(LIST, {"after": after or "", "statuses": statuses, "limit": limit})
+        return cur.fetchall()
+
+
+def create(
+    conn: psycopg.Connection[Any], slug: str, name: str, *, settings: Mapping[str, Any] | None = None
+) -> Tenant:
+    """Insert a new tenant; raises :class:`DuplicateSlug` if the slug is taken."""
+    params = _new_tenant_params(slug, name, settings)
+    with _writing(conn, slug) as cur:
+        cur.execute(INSERT, params)
+        return _returned(cur, slug)
+
+
+def get_or_create(
+    conn: psycopg.Connection[Any], slug: str, name: str, *, settings: Mapping[str, Any] | None = None
+) -> tuple[Tenant, bool]:
+    """The tenant with ``slug``, inserted with ``name`` and ``settings`` if absent; True if inserted.
+
+    Safe under concurrency: of several callers racing on one slug exactly one inserts, and an
+    existing tenant is returned untouched (``updated_at`` included).
+    """
+    params = _new_tenant_params(slug, name, settings)
+    for _ in range(3):  # retried only if the tenant is deleted between our two statements
+        with _writing(conn, slug) as cur:
+            cur.execute(INSERT_IF_ABSENT, params)
+            inserted = cur.fetchone()
+        if inserted is not None:
+            return inserted, True
+        existing = get_by_slug(conn, slug)
+        if existing is not None:
+            return existing, False
+    raise DatabaseUnavailable(f"tenant {slug!r} kept appearing and disappearing; try again")
+
+
+def update(
+    conn: psycopg.Connection[Any],
+    slug: str,
+    *,
+    name: str | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> Tenant:
+    """Change the name and/or replace the settings of a tenant; what is not given stays."""
+    validate_slug(slug)
+    params = {
+        "slug": slug,
+        "name": None if name is None else _checked_name(slug, name),
+        "settings": None if settings is None else _settings_json(slug, settings),
+    }
+    with _writing(conn, slug) as cur:
+        cur.execute(UPDATE, params)
+        return _returned(cur, slug)
+
+
+def suspend(conn: psycopg.Connection[Any], slug: str) -> Tenant:
+    """Suspend a tenant; suspending a suspended tenant changes nothing and returns it."""
+    return _set_status(conn, slug, TenantStatus.SUSPENDED)
+
+
+def activate(conn: psycopg.Connection[Any], slug: str) -> Tenant:
+    """Activate a tenant; activating an active tenant changes nothing and returns it."""
+    return _set_status(conn, slug, TenantStatus.ACTIVE)
+
+
+def delete(conn: psycopg.Connection[Any], slug: str) -> None:
+    """Delete a tenant; raises :class:`TenantNotFound` if there is none with ``slug``."""
+    validate_slug(slug)
+    with _writing(conn, slug) as cur:
+        cur.execute(DELETE, {"slug": slug})
+        if cur.rowcount == 0:
+            raise TenantNotFound(slug)
+
+
+def _set_status(conn: psycopg.Connection[Any], slug: str, status: TenantStatus) -> Tenant:
+    validate_slug(slug)
+    with _writing(conn, slug) as cur:
+        cur.execute(SET_STATUS, {"slug": slug, "status": status.value})
+        return _returned(cur, slug)
+
+
+def _returned(cur: psycopg.Cursor[Tenant], slug: str) -> Tenant:
+    tenant = cur.fetchone()
+    if tenant is None:
+        raise TenantNotFound(slug)
+    return tenant
+
+
+def _new_tenant_params(slug: str, name: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    validate_slug(slug)
+    return {
+        "slug": slug,
+        "name": _checked_name(slug, name),
+        "settings": _settings_json(slug, {} if settings is None else settings),
+    }
+
+
+def _checked_name(slug: str, name: object) -> str:
+    if not isinstance(name, str):
+        raise InvalidTenant(slug, "name", f"must be a string, not {type(name).__name__}")
+    if not name.strip(_WHITE_SPACE):
+        raise InvalidTenant(slug, "name", "must not be blank")
+    if len(name) > NAME_MAX_LENGTH:
+        raise InvalidTenant(
+            slug, "name", f"must be at most {NAME_MAX_LENGTH} characters, not {len(name)}"
+        )
+    if "\x00" in name:
+        raise InvalidTenant(slug, "name", "must not contain NUL characters")
+    return name
+
+
+def _settings_json(slug: str, settings: object) -> str:
+    if not isinstance(settings, Mapping):
+        raise InvalidTenant(
+            slug, "settings", f"must be a JSON object (a mapping), not {type(settings).__name__}"
+        )
+    try:
+        text = json.dumps(settings, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidTenant(slug, "settings", f"cannot be stored as JSON: {exc}") from None
+    if "\x00" in text or "\\u0000" in text:
+        raise InvalidTenant(slug, "settings", "must not contain NUL characters")
+    return text
+
+
+@contextmanager
+def _reading(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Cursor[Tenant]]:
+    try:
+        with conn.cursor(row_factory=_tenant_row) as cur:
+            yield cur
+    except psycopg.OperationalError as exc:
+        raise unavailable(exc, {"dbname": conn.info.dbname}) from exc
+
+
+@contextmanager
+def _writing(conn: psycopg.Connection[Any], slug: str) -> Iterator[psycopg.Cursor[Tenant]]:
+    """A cursor for one write, with database errors mapped and the caller's transaction kept.
+
+    Inside the caller's transaction the write runs in a savepoint. Outside one it runs alone: in
+    autocommit mode it is its own transaction; otherwise it opens the caller's transaction, and if
+    it fails that transaction holds nothing but the failed statement, so it is rolled back.
+    """
+    status = conn.info.transaction_status
+    try:
+        if status == TransactionStatus.INTRANS:
+            with conn.transaction(), conn.cursor(row_factory=_tenant_row) as cur:
+                yield cur
+        else:
+            opens_transaction = status == TransactionStatus.IDLE and not conn.autocommit
+            try:
+                with conn.cursor(row_factory=_tenant_row) as cur:
+                    yield cur
+            except BaseException:
+                if opens_transaction and not conn.closed:
+                    conn.rollback()
+                raise
+    except pg_errors.UniqueViolation as exc:
+        if exc.diag.constraint_name == SLUG_KEY:
+            raise DuplicateSlug(slug) from exc
+        raise
+    except pg_errors.CheckViolation as exc:
+        mapped = _check_error(exc.diag.constraint_name, slug)
+        if mapped is None:
+            raise
+        raise mapped from exc
+    except psycopg.OperationalError as exc:
+        raise unavailable(exc, {"dbname": conn.info.dbname}) from exc
+
+
+def _check_error(constraint: str | None, slug: str) -> InvalidSlug | InvalidTenant | None:
+    if constraint == SLUG_FORMAT_CHECK:
+        return InvalidSlug(slug, f"rejected by {SLUG_FORMAT_CHECK}")
+    if constraint == NAME_NOT_BLANK_CHECK:
+        return InvalidTenant(slug, "name", f"must not be blank ({constraint})")
+    if constraint == NAME_LENGTH_CHECK:
+        reason = f"must be at most {NAME_MAX_LENGTH} characters ({constraint})"
+        return InvalidTenant(slug, "name", reason)
+    if constraint == SETTINGS_OBJECT_CHECK:
+        return InvalidTenant(slug, "settings", f"must be a JSON object ({constraint})")
+    return None
