@@ -98,8 +98,12 @@ def _parser() -> argparse.ArgumentParser:
     _command(db_commands, "status", _db_status, "say whether it runs, and where (exit 3 if not)")
     _command(db_commands, "url", _db_url, "print the URL of dbtools_system in the embedded cluster")
 
-    _command(commands, "migrate", _migrate, "create the database if missing, apply pending migrations")
-    rollback = _command(commands, "rollback", _rollback, "roll back the newest applied migration(s)")
+    _command(
+        commands, "migrate", _migrate, "create the database if missing, apply pending migrations"
+    )
+    rollback = _command(
+        commands, "rollback", _rollback, "roll back the newest applied migration(s)"
+    )
     rollback.add_argument(
         "--count", type=_positive_int, default=1, metavar="N", help="how many (default: 1)"
     )
@@ -112,7 +116,9 @@ def _parser() -> argparse.ArgumentParser:
 def _command(
     commands: Any, name: str, handler: Callable[[argparse.Namespace], int], help_text: str
 ) -> argparse.ArgumentParser:
-    command: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
+    command: argparse.ArgumentParser = commands.add_parser(
+        name, help=help_text, description=help_text
+    )
     command.set_defaults(handler=handler)
     return command
 
@@ -161,7 +167,11 @@ def _db_stop(args: argparse.Namespace) -> int:
     from dbtools import localdb
 
     cluster = localdb.default_cluster()
-    _say("stopped the embedded PostgreSQL" if cluster.stop() else "the embedded PostgreSQL is not running")
+    _say(
+        "stopped the embedded PostgreSQL"
+        if cluster.stop()
+        else "the embedded PostgreSQL is not running"
+    )
     return EXIT_OK
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -55,7 +56,7 @@ def resolve_url(url: str | None = None) -> str:
     return localdb.default_cluster().ensure_running().url(DEFAULT_DBNAME)
 
 
-def parse_url(url: str) -> dict[str, str]:
+def parse_url(url: str) -> dict[str, Any]:
     """Check ``url`` and return its libpq connection parameters; it must name a database.
 
     Accepts ``postgresql://``, ``postgres://`` and yoyo's ``postgresql+psycopg://``. Raises
@@ -86,8 +87,8 @@ def libpq_url(url: str) -> str:
     """``url`` in the form libpq reads: ``postgresql+psycopg://`` becomes ``postgresql://``."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ConfigurationError(
-            f"{DATABASE_URL_VAR} must be a URL starting with postgresql://, got {mask_url(url)!r}"
+        raise ConfigurationError(  # not echoed: it may be a conninfo string with a password
+            f"{DATABASE_URL_VAR} must be a URL starting with postgresql://"
         )
     base = scheme.lower().removesuffix(_DRIVER_SUFFIX)
     if base not in _SCHEMES:
@@ -115,7 +116,7 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-def describe(params: dict[str, str]) -> str:
+def describe(params: dict[str, Any]) -> str:
     """A short, password-free description of where ``params`` point, for messages."""
     host = params.get("host") or params.get("hostaddr") or "the default host"
     where = f"{host}:{params['port']}" if params.get("port") else host

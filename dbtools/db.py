@@ -59,7 +59,7 @@ def create_pool(
     return pool
 
 
-def unavailable(exc: psycopg.OperationalError, params: dict[str, str]) -> DatabaseUnavailable:
+def unavailable(exc: psycopg.OperationalError, params: dict[str, Any]) -> DatabaseUnavailable:
     """A one-line :class:`DatabaseUnavailable` for a failed connection, password removed."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     reason = lines[0] if lines else type(exc).__name__

@@ -15,10 +15,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
+import grp
 import hashlib
 import os
 import pwd
+import re
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -33,6 +36,12 @@ SUPERUSER = "postgres"
 BINDIR_VAR = "DBTOOLS_PG_BINDIR"
 OS_USER_VAR = "DBTOOLS_PG_OS_USER"
 LOCAL_DIR_VAR = "DBTOOLS_LOCAL_DIR"
+# Where distributions put the server binaries, newest version first after sorting.
+SERVER_BIN_GLOBS = (
+    "/usr/lib/postgresql/*/bin",
+    "/usr/pgsql-*/bin",
+    "/opt/homebrew/opt/postgresql@*/bin",
+)
 _SOCKET_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 _SOCKET_NAME = f".s.PGSQL.{PORT}"
 _INSTALL_HINT = (
@@ -235,8 +244,9 @@ def find_bindir() -> Path:
     on_path = shutil.which("pg_ctl")
     if on_path:
         candidates.append(Path(on_path).resolve().parent)
-    versions = glob.glob("/usr/lib/postgresql/*/bin")
-    candidates += [Path(p) for p in sorted(versions, key=_version_key, reverse=True)]
+    for pattern in SERVER_BIN_GLOBS:
+        versions = sorted(glob.glob(pattern), key=_version_key, reverse=True)
+        candidates += [Path(p) for p in versions]
     for folder in candidates:
         if all(os.access(folder / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
             return folder
@@ -248,8 +258,7 @@ def _tool(name: str) -> str:
 
 
 def _version_key(path: str) -> tuple[int, ...]:
-    version = Path(path).parent.name
-    return tuple(int(p) for p in version.split(".") if p.isdigit())
+    return tuple(int(n) for n in re.findall(r"\d+", Path(path).parent.name))
 
 
 def _server_user() -> pwd.struct_passwd | None:
@@ -270,7 +279,7 @@ def _server_user() -> pwd.struct_passwd | None:
 
 
 def _usable(root: Path) -> bool:
-    """Whether a cluster at ``root`` can serve: short enough socket path, reachable by the server."""
+    """Whether a cluster at ``root`` works: a short enough socket path the server can reach."""
     if len(str(root / "run" / _SOCKET_NAME).encode()) > _SOCKET_PATH_MAX:
         return False
     user = _server_user()
@@ -279,14 +288,23 @@ def _usable(root: Path) -> bool:
     existing = root
     while not existing.exists():
         existing = existing.parent
-    probe = subprocess.run(
-        ["test", "-x", str(existing)],
-        user=user.pw_uid,
-        group=user.pw_gid,
-        extra_groups=[],
-        check=False,
-    )
-    return probe.returncode == 0
+    return _can_traverse(existing, user)
+
+
+def _can_traverse(folder: Path, user: pwd.struct_passwd) -> bool:
+    """Whether ``user`` may reach ``folder``: search permission on it and on every parent."""
+    groups = {user.pw_gid} | {g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem}
+    for step in (folder, *folder.parents):
+        info = step.stat()
+        if info.st_uid == user.pw_uid:
+            allowed = info.st_mode & stat.S_IXUSR
+        elif info.st_gid in groups:
+            allowed = info.st_mode & stat.S_IXGRP
+        else:
+            allowed = info.st_mode & stat.S_IXOTH
+        if not allowed:
+            return False
+    return True
 
 
 def _prepare_dir(folder: Path, mode: int = 0o755) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from dbtools.errors import MigrationError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql"
 MIGRATION_TABLE = "_yoyo_migration"  # yoyo's default, so the yoyo command sees the same history
+APPLIED_AT = "SELECT migration_id, applied_at_utc FROM _yoyo_migration"
 _YOYO_SCHEME = "postgresql+psycopg"
 _MAINTENANCE_DBS = ("postgres", "template1")
 
@@ -92,10 +93,8 @@ def status(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[MigrationSta
     migrations = _read(migrations_dir)
     with _backend(url) as backend:
         backend.ensure_internal_schema_updated()
-        rows = backend.execute(
-            f"SELECT migration_id, applied_at_utc FROM {backend.migration_table_quoted}"
-        ).fetchall()
-    applied = {row[0]: row[1].replace(tzinfo=timezone.utc) for row in rows}
+        rows = backend.execute(APPLIED_AT).fetchall()
+    applied = {row[0]: row[1].replace(tzinfo=UTC) for row in rows}
     return [MigrationState(m.id, applied.get(m.id)) for m in migrations]
 
 
@@ -139,7 +138,7 @@ def _run(operation: Any, migration: Any, verb: str) -> None:
 
 
 @contextmanager
-def _maintenance_connection(params: dict[str, str]) -> Iterator[psycopg.Connection[Any]]:
+def _maintenance_connection(params: dict[str, Any]) -> Iterator[psycopg.Connection[Any]]:
     error: psycopg.OperationalError | None = None
     for dbname in _MAINTENANCE_DBS:
         try:
@@ -150,5 +149,6 @@ def _maintenance_connection(params: dict[str, str]) -> Iterator[psycopg.Connecti
         with conn:
             yield conn
         return
-    assert error is not None
+    if error is None:  # unreachable: the loop returns or records an error
+        raise MigrationError("no maintenance database to connect to")
     raise unavailable(error, params)

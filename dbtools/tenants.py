@@ -37,7 +37,13 @@ from psycopg.rows import class_row
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from dbtools.db import unavailable
-from dbtools.errors import DatabaseUnavailable, DuplicateSlug, InvalidSlug, InvalidTenant, TenantNotFound
+from dbtools.errors import (
+    DatabaseUnavailable,
+    DuplicateSlug,
+    InvalidSlug,
+    InvalidTenant,
+    TenantNotFound,
+)
 from dbtools.slugs import is_valid_slug, validate_slug
 
 __all__ = [
@@ -120,7 +126,8 @@ LIST: LiteralString = """
     SELECT id, slug, name, status, settings, created_at, updated_at
     FROM tenants
     WHERE slug > %(after)s
-      AND (cardinality(%(statuses)s::tenant_status[]) = 0 OR status = ANY(%(statuses)s::tenant_status[]))
+      AND (cardinality(%(statuses)s::tenant_status[]) = 0
+           OR status = ANY(%(statuses)s::tenant_status[]))
     ORDER BY slug
     LIMIT %(limit)s
 """
@@ -161,7 +168,7 @@ DELETE: LiteralString = """
 
 
 def get_by_slug(conn: psycopg.Connection[Any], slug: str) -> Tenant | None:
-    """The tenant with ``slug``, or None. A string that cannot be a slug never reaches the database."""
+    """The tenant with ``slug``, or None; a string that cannot be a slug is not looked up."""
     if not is_valid_slug(slug):
         return None
     with _reading(conn) as cur:
@@ -179,7 +186,8 @@ def get_by_id(conn: psycopg.Connection[Any], tenant_id: UUID) -> Tenant | None:
 
 
 def get_many(conn: psycopg.Connection[Any], slugs: Iterable[str]) -> dict[str, Tenant]:
-    """The tenants with the given slugs, by slug, in one round trip; unknown or invalid slugs are absent."""
+    """The tenants with these slugs, by slug, in one round trip; unknown and invalid ones are
+    absent."""
     wanted = list({slug for slug in slugs if is_valid_slug(slug)})
     if not wanted:
         return {}
@@ -208,7 +216,11 @@ def list_tenants(
 
 
 def create(
-    conn: psycopg.Connection[Any], slug: str, name: str, *, settings: Mapping[str, Any] | None = None
+    conn: psycopg.Connection[Any],
+    slug: str,
+    name: str,
+    *,
+    settings: Mapping[str, Any] | None = None,
 ) -> Tenant:
     """Insert a new tenant; raises :class:`DuplicateSlug` if the slug is taken."""
     params = _new_tenant_params(slug, name, settings)
@@ -218,9 +230,14 @@ def create(
 
 
 def get_or_create(
-    conn: psycopg.Connection[Any], slug: str, name: str, *, settings: Mapping[str, Any] | None = None
+    conn: psycopg.Connection[Any],
+    slug: str,
+    name: str,
+    *,
+    settings: Mapping[str, Any] | None = None,
 ) -> tuple[Tenant, bool]:
-    """The tenant with ``slug``, inserted with ``name`` and ``settings`` if absent; True if inserted.
+    """The tenant with ``slug``, inserted with ``name`` and ``settings`` if absent, and whether
+    it was inserted.
 
     Safe under concurrency: of several callers racing on one slug exactly one inserts, and an
     existing tenant is returned untouched (``updated_at`` included).

@@ -25,7 +25,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 TEST_SERVER_VAR = "DBTOOLS_TEST_DATABASE_URL"
 
 
-def _server() -> tuple[dict[str, str], localdb.Cluster | None]:
+def _server() -> tuple[dict[str, Any], localdb.Cluster | None]:
     url = os.environ.get(TEST_SERVER_VAR)
     if url:
         return config.parse_url(url), None
@@ -36,7 +36,7 @@ def _server() -> tuple[dict[str, str], localdb.Cluster | None]:
 SERVER, TEST_CLUSTER = _server()
 
 
-def url_for(dbname: str, server: dict[str, str] = SERVER) -> str:
+def url_for(dbname: str, server: dict[str, Any] = SERVER) -> str:
     """A libpq URL for ``dbname`` on the test server."""
     user = quote(server.get("user", ""), safe="")
     password = server.get("password")
@@ -103,7 +103,7 @@ def connect(db_url: str) -> Iterator[Any]:
 def run_cli(tmp_path: Path) -> Any:
     """Run the real ``dbtools`` command in a subprocess, from an empty folder (no .env)."""
 
-    def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def _run(*args: str, env: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
         environ = {k: v for k, v in os.environ.items() if k != config.DATABASE_URL_VAR}
         return subprocess.run(
             [sys.executable, "-m", "dbtools", *args],

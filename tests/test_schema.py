@@ -1,4 +1,4 @@
-"""The tenants table at the SQL level: every constraint and the trigger, with plain INSERT/UPDATE."""
+"""The tenants table at the SQL level: each constraint and the trigger, by plain INSERT/UPDATE."""
 
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ def insert(conn: Conn, slug: str = "acme", name: str = "Acme", **columns: Any) -
     names = ", ".join(values)
     placeholders = ", ".join(f"%({column})s" for column in values)
     return conn.execute(
-        f"INSERT INTO tenants ({names}) VALUES ({placeholders}) RETURNING *",  # type: ignore[arg-type]
+        f"INSERT INTO tenants ({names}) VALUES ({placeholders}) RETURNING *",
         values,
     ).fetchone()
 
 
-def violates(conn: Conn, error: type[psycopg.Error], constraint: str, sql: str, params: Any) -> None:
+def violates(
+    conn: Conn, error: type[psycopg.Error], constraint: str, sql: str, params: Any
+) -> None:
     with pytest.raises(error) as caught:
         conn.execute(sql, params)
     assert caught.value.diag.constraint_name == constraint
@@ -52,7 +54,11 @@ INSERT = "INSERT INTO tenants (slug, name, status, settings) VALUES (%s, %s, %s,
 )
 def test_slug_check_rejects(conn: Conn, slug: str) -> None:
     violates(
-        conn, errors.CheckViolation, "tenants_slug_format_check", INSERT, (slug, "X", "active", "{}")
+        conn,
+        errors.CheckViolation,
+        "tenants_slug_format_check",
+        INSERT,
+        (slug, "X", "active", "{}"),
     )
 
 
@@ -72,7 +78,9 @@ def test_slug_check_accepts(conn: Conn, slug: str) -> None:
 
 def test_slug_is_unique(conn: Conn) -> None:
     insert(conn, "acme")
-    violates(conn, errors.UniqueViolation, "tenants_slug_key", INSERT, ("acme", "Y", "active", "{}"))
+    violates(
+        conn, errors.UniqueViolation, "tenants_slug_key", INSERT, ("acme", "Y", "active", "{}")
+    )
 
 
 def test_unknown_status_is_rejected(conn: Conn) -> None:
@@ -107,14 +115,22 @@ def test_settings_must_be_an_object(conn: Conn, settings: str) -> None:
 @pytest.mark.parametrize("name", ["", " ", "\t\n", "\u00a0", "\u3000 \u2003"])
 def test_blank_name_is_rejected(conn: Conn, name: str) -> None:
     violates(
-        conn, errors.CheckViolation, "tenants_name_not_blank_check", INSERT, ("acme", name, "active", "{}")
+        conn,
+        errors.CheckViolation,
+        "tenants_name_not_blank_check",
+        INSERT,
+        ("acme", name, "active", "{}"),
     )
 
 
 def test_name_length_limit(conn: Conn) -> None:
     assert insert(conn, "longest", "n" * 255)[2] == "n" * 255
     violates(
-        conn, errors.CheckViolation, "tenants_name_length_check", INSERT, ("acme", "n" * 256, "active", "{}")
+        conn,
+        errors.CheckViolation,
+        "tenants_name_length_check",
+        INSERT,
+        ("acme", "n" * 256, "active", "{}"),
     )
 
 
@@ -132,13 +148,16 @@ def test_updated_at_cannot_precede_created_at(conn: Conn) -> None:
         conn,
         errors.CheckViolation,
         "tenants_updated_at_check",
-        "INSERT INTO tenants (slug, name, created_at, updated_at) VALUES ('acme', 'A', now(), now() - interval '1 day')",
+        "INSERT INTO tenants (slug, name, created_at, updated_at)"
+        " VALUES ('acme', 'A', now(), now() - interval '1 day')",
         None,
     )
 
 
 def timestamps(conn: Conn, slug: str = "acme") -> tuple[Any, Any]:
-    row = conn.execute("SELECT created_at, updated_at FROM tenants WHERE slug = %s", (slug,)).fetchone()
+    row = conn.execute(
+        "SELECT created_at, updated_at FROM tenants WHERE slug = %s", (slug,)
+    ).fetchone()
     assert row is not None
     return row[0], row[1]
 
@@ -166,7 +185,7 @@ def test_update_that_changes_nothing_keeps_updated_at(conn: Conn) -> None:
     insert(conn, settings='{"plan": "pro"}')
     before = timestamps(conn)
     conn.execute(
-        "UPDATE tenants SET name = name, status = status, settings = '{\"plan\": \"pro\"}' "
+        'UPDATE tenants SET name = name, status = status, settings = \'{"plan": "pro"}\' '
         "WHERE slug = 'acme'"
     )
     assert timestamps(conn) == before
@@ -191,7 +210,11 @@ def test_updated_at_cannot_be_written_by_hand(conn: Conn) -> None:
 def test_id_and_created_at_cannot_change(conn: Conn, assignment: str, constraint: str) -> None:
     row = insert(conn)
     violates(
-        conn, errors.CheckViolation, constraint, f"UPDATE tenants SET {assignment} WHERE slug = 'acme'", None
+        conn,
+        errors.CheckViolation,
+        constraint,
+        f"UPDATE tenants SET {assignment} WHERE slug = 'acme'",
+        None,
     )
     assert conn.execute("SELECT * FROM tenants").fetchone() == row
 

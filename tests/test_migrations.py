@@ -1,0 +1,107 @@
+"""Migrations through yoyo: apply, roll back, apply again; creating a missing database."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from dbtools import config, localdb, migrations
+from dbtools.errors import DatabaseUnavailable, MigrationError
+from tests.conftest import SERVER, url_for
+
+
+def schema_dump(url: str) -> str:
+    """``pg_dump --schema-only``, without the lines that differ between two dumps of one schema."""
+    params = config.parse_url(url)
+    result = subprocess.run(
+        [str(localdb.find_bindir() / "pg_dump"), "--schema-only", "--no-owner", "--dbname", url],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PGPASSWORD": params.get("password", ""), "PATH": "/usr/bin:/bin"},
+    )
+    # Comments carry versions; \restrict lines (since 13.22, 14.19, 15.14...) carry a random key.
+    volatile = re.compile(r"^(--.*|\\(un)?restrict .*)$")
+    return "\n".join(line for line in result.stdout.splitlines() if not volatile.match(line))
+
+
+def tables(url: str) -> set[str]:
+    with psycopg.connect(**config.parse_url(url)) as conn:
+        rows = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+@pytest.fixture
+def missing_db() -> Iterator[str]:
+    """The URL of a database that does not exist yet; dropped after the test if it was created."""
+    dbname = f"dbtools_new_{uuid.uuid4().hex[:8]}"
+    yield url_for(dbname)
+    with psycopg.connect(**(SERVER | {"dbname": "postgres"}), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+        )
+
+
+def test_apply_rollback_apply_gives_an_identical_schema(db_url: str) -> None:
+    applied_once = schema_dump(db_url)
+    assert "CREATE TABLE public.tenants" in applied_once
+
+    rolled_back = migrations.rollback(db_url, count=100)
+    assert rolled_back == ["0001_create-tenants"]
+    assert "tenants" not in tables(db_url)
+    assert "tenant_status" not in schema_dump(db_url)
+    assert "tg_tenants__timestamps" not in schema_dump(db_url)
+
+    assert migrations.apply(db_url) == ["0001_create-tenants"]
+    assert schema_dump(db_url) == applied_once
+
+
+def test_apply_is_a_no_op_when_nothing_is_pending(db_url: str) -> None:
+    assert migrations.apply(db_url) == []
+
+
+def test_status_reports_applied_and_pending(db_url: str) -> None:
+    [state] = migrations.status(db_url)
+    assert state.id == "0001_create-tenants"
+    assert state.applied_at is not None
+    assert state.applied_at.tzinfo is not None
+    migrations.rollback(db_url)
+    assert migrations.status(db_url) == [migrations.MigrationState("0001_create-tenants", None)]
+
+
+def test_ensure_database_creates_a_missing_database(missing_db: str) -> None:
+    assert migrations.ensure_database(missing_db) is True
+    assert migrations.ensure_database(missing_db) is False
+    assert migrations.apply(missing_db) == ["0001_create-tenants"]
+    assert "tenants" in tables(missing_db)
+
+
+def test_a_failing_migration_is_reported_and_rolled_back(db_url: str, tmp_path: Any) -> None:
+    for source in sorted(migrations.MIGRATIONS_DIR.glob("*.sql")):
+        (tmp_path / source.name).write_text(source.read_text())
+    (tmp_path / "0002_broken.sql").write_text(
+        "-- A broken migration.\n"
+        "CREATE TABLE half_done (id int);\n"
+        "SELECT no_such_column FROM tenants;\n"
+    )
+    with pytest.raises(MigrationError, match=r"0002_broken.*no_such_column"):
+        migrations.apply(db_url, migrations_dir=tmp_path)
+    assert "half_done" not in tables(db_url)
+    assert [s.applied_at is None for s in migrations.status(db_url, tmp_path)] == [False, True]
+
+
+def test_unreachable_server_is_database_unavailable() -> None:
+    url = "postgresql://someone:hunter2@127.0.0.1:1/dbtools_system"
+    with pytest.raises(DatabaseUnavailable) as caught:
+        migrations.apply(url)
+    assert "hunter2" not in str(caught.value)
+    assert "127.0.0.1:1" in str(caught.value)
