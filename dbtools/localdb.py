@@ -91,6 +91,7 @@ class Cluster:
 
     def ensure_running(self) -> Cluster:
         """Initialise the cluster if needed and start it if it is not running; return it."""
+        find_bindir()  # fail before creating anything when there are no server binaries
         with self._lock():
             if not self.is_initialised():
                 self._initdb()
@@ -100,6 +101,7 @@ class Cluster:
 
     def start(self) -> bool:
         """Start the cluster (initialising it first if needed); False if it was already running."""
+        find_bindir()  # fail before creating anything when there are no server binaries
         with self._lock():
             if not self.is_initialised():
                 self._initdb()

@@ -8,6 +8,7 @@ are applied once into pytest-postgresql's template database; each test gets a cl
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -43,6 +44,13 @@ def url_for(dbname: str, server: dict[str, Any] = SERVER) -> str:
     userinfo = f"{user}:{quote(password, safe='')}@" if password else f"{user}@"
     query = f"host={quote(server.get('host', ''), safe='/')}&port={server.get('port', '5432')}"
     return f"postgresql://{userinfo}/{quote(dbname, safe='')}?{query}"
+
+
+def remove_cluster(cluster: localdb.Cluster) -> None:
+    """Stop a throw-away cluster; delete it, and the /tmp/dbtools-* folder it moved to, if any."""
+    cluster.stop()
+    moved = cluster.root.parent.name.startswith("dbtools-")
+    shutil.rmtree(cluster.root.parent if moved else cluster.root, ignore_errors=True)
 
 
 def _load_migrations(*, dbname: str, **_: Any) -> None:

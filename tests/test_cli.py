@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +13,7 @@ import pytest
 from psycopg import sql
 
 from dbtools import config, localdb
-from tests.conftest import SERVER, url_for
+from tests.conftest import SERVER, remove_cluster, url_for
 
 
 @pytest.fixture
@@ -150,8 +149,7 @@ def test_demo_on_the_embedded_default(
         assert status.returncode == 3
         assert "stopped" in status.stdout
     finally:
-        cluster.stop()
-        shutil.rmtree(cluster.root, ignore_errors=True)
+        remove_cluster(cluster)
 
 
 def test_missing_server_binaries_is_one_line(run_cli: Any, tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import pytest
 
 from dbtools import config, localdb
 from dbtools.errors import LocalDatabaseError
+from tests.conftest import remove_cluster
 
 
 @pytest.fixture
@@ -22,8 +22,7 @@ def scratch() -> Iterator[localdb.Cluster]:
     """A throw-away cluster of its own, stopped and deleted afterwards."""
     cluster = localdb.cluster(f"scratch-{uuid.uuid4().hex[:8]}", durable=False)
     yield cluster
-    cluster.stop()
-    shutil.rmtree(cluster.root, ignore_errors=True)
+    remove_cluster(cluster)
 
 
 def server_uid(cluster: localdb.Cluster) -> int:
