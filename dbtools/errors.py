@@ -18,6 +18,10 @@ class DatabaseUnavailable(DbToolsError):
     """The database server cannot be reached, or refused the connection."""
 
 
+class NotMigrated(DatabaseUnavailable):
+    """The database exists but lacks the schema: ``dbtools migrate`` has not been run."""
+
+
 class LocalDatabaseError(DbToolsError):
     """The embedded PostgreSQL cluster cannot be found, initialised, started or stopped."""
 

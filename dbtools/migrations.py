@@ -3,10 +3,15 @@
 The SQL files stay plain, so a DBA can run the same migrations with the ``yoyo`` command and the
 project's ``yoyo.ini``. These functions take any libpq URL; yoyo itself is handed the parsed
 parameters, so unix sockets, percent-encoded passwords and query options all pass through.
+
+yoyo keeps no checksum of what it applied, so this module does: the sha256 of each migration file
+when it is applied, in ``_dbtools_migration_checksum``. Applying, rolling back and reporting status
+all refuse, naming the file, once an applied migration has been edited.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -27,17 +32,44 @@ from dbtools.errors import MigrationError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql"
 MIGRATION_TABLE = "_yoyo_migration"  # yoyo's default, so the yoyo command sees the same history
-APPLIED_AT = "SELECT migration_id, applied_at_utc FROM _yoyo_migration"
 _YOYO_SCHEME = "postgresql+psycopg"
 _MAINTENANCE_DBS = ("postgres", "template1")
+
+APPLIED_AT = "SELECT migration_id, applied_at_utc FROM _yoyo_migration"
+DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %s"
+CREATE_CHECKSUMS = """
+    CREATE TABLE IF NOT EXISTS _dbtools_migration_checksum (
+        migration_id text PRIMARY KEY,
+        sha256 text NOT NULL,
+        recorded_at timestamptz NOT NULL DEFAULT now()
+    )
+"""
+CHECKSUMS_EXIST = "SELECT to_regclass('_dbtools_migration_checksum') IS NOT NULL"
+SELECT_CHECKSUMS = "SELECT migration_id, sha256 FROM _dbtools_migration_checksum"
+RECORD_CHECKSUM = """
+    INSERT INTO _dbtools_migration_checksum (migration_id, sha256)
+    VALUES (%(id)s, %(sha256)s)
+    ON CONFLICT (migration_id) DO UPDATE SET sha256 = excluded.sha256, recorded_at = now()
+"""
+FORGET_CHECKSUM = "DELETE FROM _dbtools_migration_checksum WHERE migration_id = %(id)s"
 
 
 @dataclass(frozen=True)
 class MigrationState:
-    """One migration and when it was applied (``None``: pending)."""
+    """One migration: its id, its file, and when it was applied (``None``: pending)."""
 
     id: str
+    path: Path
     applied_at: datetime | None
+
+
+def database_exists(url: str) -> bool:
+    """Whether the database named in ``url`` exists on its server."""
+    params = parse_url(url)
+    with suppress(psycopg.OperationalError), psycopg.connect(**params):
+        return True
+    with _maintenance_connection(params) as conn:
+        return conn.execute(DATABASE_EXISTS, (params["dbname"],)).fetchone() is not None
 
 
 def ensure_database(url: str) -> bool:
@@ -51,8 +83,7 @@ def ensure_database(url: str) -> bool:
         return False  # it exists and we may connect: nothing to do
     dbname = params["dbname"]
     with _maintenance_connection(params) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
-        if exists:
+        if conn.execute(DATABASE_EXISTS, (dbname,)).fetchone():
             return False
         try:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
@@ -67,12 +98,21 @@ def ensure_database(url: str) -> bool:
 
 
 def apply(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply the pending migrations in order; return their ids (empty when none were pending)."""
+    """Apply the pending migrations in order; return their ids (empty when none were pending).
+
+    Refuses (:class:`MigrationError`) if an applied migration's file was edited since.
+    """
     migrations = _read(migrations_dir)
-    with _backend(url) as backend, backend.lock():
+    with _backend(url) as backend, backend.lock(), _bookkeeping(url) as conn:
+        conn.execute(CREATE_CHECKSUMS)
+        applied = _verified(backend, conn, migrations)
+        for migration in migrations:  # applied outside dbtools (with yoyo): trust on first use
+            if migration.id in applied and applied[migration.id] is None:
+                _record(conn, migration)
         pending = backend.to_apply(migrations)
         for migration in pending:
             _run(backend.apply_one, migration, "apply")
+            _record(conn, migration)
     return [m.id for m in pending]
 
 
@@ -81,21 +121,58 @@ def rollback(url: str, count: int = 1, migrations_dir: Path = MIGRATIONS_DIR) ->
     if count < 1:
         raise ValueError(f"count must be at least 1, not {count}")
     migrations = _read(migrations_dir)
-    with _backend(url) as backend, backend.lock():
+    with _backend(url) as backend, backend.lock(), _bookkeeping(url) as conn:
+        conn.execute(CREATE_CHECKSUMS)
+        _verified(backend, conn, migrations)
         targets = list(backend.to_rollback(migrations))[:count]
         for migration in targets:
             _run(backend.rollback_one, migration, "roll back")
+            conn.execute(FORGET_CHECKSUM, {"id": migration.id})
     return [m.id for m in targets]
 
 
 def status(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[MigrationState]:
-    """Every migration in ``migrations_dir``, in order, with the time it was applied."""
+    """Every migration in ``migrations_dir``, in order, with the time it was applied.
+
+    Changes nothing. Refuses (:class:`MigrationError`) if an applied migration's file was edited.
+    """
     migrations = _read(migrations_dir)
-    with _backend(url) as backend:
-        backend.ensure_internal_schema_updated()
+    with _backend(url) as backend, _bookkeeping(url) as conn:
+        _verified(backend, conn, migrations)
         rows = backend.execute(APPLIED_AT).fetchall()
     applied = {row[0]: row[1].replace(tzinfo=UTC) for row in rows}
-    return [MigrationState(m.id, applied.get(m.id)) for m in migrations]
+    return [MigrationState(m.id, Path(m.path), applied.get(m.id)) for m in migrations]
+
+
+def file_checksum(path: Path) -> str:
+    """The sha256 of a migration file, as recorded when it is applied."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _verified(
+    backend: Any, conn: psycopg.Connection[Any], migrations: Any
+) -> dict[str, str | None]:
+    """The applied migrations' recorded checksums (None: none recorded), after checking them."""
+    hashes = set(backend.get_applied_migration_hashes())
+    recorded: dict[str, str] = {}
+    if conn.execute(CHECKSUMS_EXIST).fetchone() == (True,):
+        recorded = dict(conn.execute(SELECT_CHECKSUMS).fetchall())
+    applied = {m.id: recorded.get(m.id) for m in migrations if m.hash in hashes}
+    for migration in migrations:
+        expected = applied.get(migration.id)
+        if expected is not None and expected != file_checksum(Path(migration.path)):
+            raise MigrationError(
+                f"{migration.path} was edited after it was applied (its sha256 no longer matches "
+                "the one recorded): never edit an applied migration, add a new one. If the edit "
+                "is deliberate and harmless, delete its row from _dbtools_migration_checksum"
+            )
+    return applied
+
+
+def _record(conn: psycopg.Connection[Any], migration: Any) -> None:
+    conn.execute(
+        RECORD_CHECKSUM, {"id": migration.id, "sha256": file_checksum(Path(migration.path))}
+    )
 
 
 def _read(migrations_dir: Path) -> Any:
@@ -125,6 +202,18 @@ def _backend(url: str) -> Iterator[Any]:
                 f"another process is migrating {describe(params)} (yoyo_lock is held); "
                 "try again, or break a stale lock with `yoyo break-lock`"
             ) from exc
+
+
+@contextmanager
+def _bookkeeping(url: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection for the checksum table, beside yoyo's own."""
+    params = parse_url(url)
+    try:
+        conn = psycopg.connect(**params, autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise unavailable(exc, params) from exc
+    with conn:
+        yield conn
 
 
 def _run(operation: Any, migration: Any, verb: str) -> None:

@@ -42,6 +42,7 @@ from dbtools.errors import (
     DuplicateSlug,
     InvalidSlug,
     InvalidTenant,
+    NotMigrated,
     TenantNotFound,
 )
 from dbtools.slugs import is_valid_slug, validate_slug
@@ -58,8 +59,10 @@ __all__ = [
     "get_many",
     "get_or_create",
     "list_tenants",
+    "settings_json",
     "suspend",
     "update",
+    "validate_name",
 ]
 
 NAME_MAX_LENGTH = 255
@@ -266,8 +269,8 @@ def update(
     validate_slug(slug)
     params = {
         "slug": slug,
-        "name": None if name is None else _checked_name(slug, name),
-        "settings": None if settings is None else _settings_json(slug, settings),
+        "name": None if name is None else validate_name(slug, name),
+        "settings": None if settings is None else settings_json(slug, settings),
     }
     with _writing(conn, slug) as cur:
         cur.execute(UPDATE, params)
@@ -311,12 +314,13 @@ def _new_tenant_params(slug: str, name: str, settings: Mapping[str, Any] | None)
     validate_slug(slug)
     return {
         "slug": slug,
-        "name": _checked_name(slug, name),
-        "settings": _settings_json(slug, {} if settings is None else settings),
+        "name": validate_name(slug, name),
+        "settings": settings_json(slug, {} if settings is None else settings),
     }
 
 
-def _checked_name(slug: str, name: object) -> str:
+def validate_name(slug: str, name: object) -> str:
+    """Return ``name`` if the schema accepts it for tenant ``slug``, else raise InvalidTenant."""
     if not isinstance(name, str):
         raise InvalidTenant(slug, "name", f"must be a string, not {type(name).__name__}")
     if not name.strip(_WHITE_SPACE):
@@ -330,7 +334,8 @@ def _checked_name(slug: str, name: object) -> str:
     return name
 
 
-def _settings_json(slug: str, settings: object) -> str:
+def settings_json(slug: str, settings: object) -> str:
+    """``settings`` as the JSON text of an object, or InvalidTenant saying why it cannot be."""
     if not isinstance(settings, Mapping):
         raise InvalidTenant(
             slug, "settings", f"must be a JSON object (a mapping), not {type(settings).__name__}"
@@ -346,35 +351,19 @@ def _settings_json(slug: str, settings: object) -> str:
 
 @contextmanager
 def _reading(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Cursor[Tenant]]:
-    try:
-        with conn.cursor(row_factory=_tenant_row) as cur:
-            yield cur
-    except psycopg.OperationalError as exc:
-        raise unavailable(exc, {"dbname": conn.info.dbname}) from exc
+    """A cursor for one read. No savepoint, to keep the hot path at one round trip: a read fails
+    only when the server does (timeout, lost connection, missing table), and then a transaction
+    the caller had open is aborted, as with any failed statement."""
+    with _contained(conn, savepoint=False), conn.cursor(row_factory=_tenant_row) as cur:
+        yield cur
 
 
 @contextmanager
 def _writing(conn: psycopg.Connection[Any], slug: str) -> Iterator[psycopg.Cursor[Tenant]]:
-    """A cursor for one write, with database errors mapped and the caller's transaction kept.
-
-    Inside the caller's transaction the write runs in a savepoint. Outside one it runs alone: in
-    autocommit mode it is its own transaction; otherwise it opens the caller's transaction, and if
-    it fails that transaction holds nothing but the failed statement, so it is rolled back.
-    """
-    status = conn.info.transaction_status
+    """A cursor for one write, with constraint violations mapped to dbtools errors."""
     try:
-        if status == TransactionStatus.INTRANS:
-            with conn.transaction(), conn.cursor(row_factory=_tenant_row) as cur:
-                yield cur
-        else:
-            opens_transaction = status == TransactionStatus.IDLE and not conn.autocommit
-            try:
-                with conn.cursor(row_factory=_tenant_row) as cur:
-                    yield cur
-            except BaseException:
-                if opens_transaction and not conn.closed:
-                    conn.rollback()
-                raise
+        with _contained(conn, savepoint=True), conn.cursor(row_factory=_tenant_row) as cur:
+            yield cur
     except pg_errors.UniqueViolation as exc:
         if exc.diag.constraint_name == SLUG_KEY:
             raise DuplicateSlug(slug) from exc
@@ -384,6 +373,34 @@ def _writing(conn: psycopg.Connection[Any], slug: str) -> Iterator[psycopg.Curso
         if mapped is None:
             raise
         raise mapped from exc
+
+
+@contextmanager
+def _contained(conn: psycopg.Connection[Any], *, savepoint: bool) -> Iterator[None]:
+    """Keep the caller's connection usable when the statement in the block fails.
+
+    Inside the caller's transaction, with ``savepoint``, the statement runs in a savepoint that
+    is rolled back on failure. Outside a transaction it runs alone: in autocommit mode it is its
+    own transaction; otherwise it opens one that holds nothing else, rolled back on failure.
+    Connection failures become :class:`DatabaseUnavailable`, a missing table :class:`NotMigrated`.
+    """
+    status = conn.info.transaction_status
+    try:
+        if status == TransactionStatus.INTRANS and savepoint:
+            with conn.transaction():
+                yield
+            return
+        opens_transaction = status == TransactionStatus.IDLE and not conn.autocommit
+        try:
+            yield
+        except BaseException:
+            if opens_transaction and not conn.closed:
+                conn.rollback()
+            raise
+    except pg_errors.UndefinedTable as exc:
+        raise NotMigrated(
+            f"database {conn.info.dbname!r} has no tenants table: run `dbtools migrate`"
+        ) from exc
     except psycopg.OperationalError as exc:
         raise unavailable(exc, {"dbname": conn.info.dbname}) from exc
 

@@ -75,7 +75,7 @@ def test_status_reports_applied_and_pending(db_url: str) -> None:
     assert state.applied_at is not None
     assert state.applied_at.tzinfo is not None
     migrations.rollback(db_url)
-    assert migrations.status(db_url) == [migrations.MigrationState("0001_create-tenants", None)]
+    assert [(s.id, s.applied_at) for s in migrations.status(db_url)] == [("0001_create-tenants", None)]
 
 
 def test_ensure_database_creates_a_missing_database(missing_db: str) -> None:
