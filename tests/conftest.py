@@ -1,8 +1,9 @@
 """Shared fixtures: a real PostgreSQL, a migrated template database, and a fresh clone per test.
 
 The server is ``DBTOOLS_TEST_DATABASE_URL`` when set (a role that may create databases), else a
-throw-away embedded cluster in ``.dbtools/test`` (no fsync), started for the session. Migrations
-are applied once into pytest-postgresql's template database; each test gets a clone of it.
+throw-away embedded cluster (no fsync) made for this session in ``.dbtools/test-<pid>`` and
+deleted after it, so two test sessions never share one. Migrations are applied once into
+pytest-postgresql's template database; each test gets a clone of it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _server() -> tuple[dict[str, Any], localdb.Cluster | None]:
     url = os.environ.get(TEST_SERVER_VAR)
     if url:
         return config.parse_url(url), None
-    cluster = localdb.cluster("test", durable=False)
+    cluster = localdb.cluster(f"test-{os.getpid()}", durable=False)
     return config.parse_url(cluster.url("postgres")), cluster
 
 
@@ -63,10 +64,9 @@ def _test_server() -> Iterator[None]:
     if TEST_CLUSTER is None:
         yield
         return
-    started = TEST_CLUSTER.start()
+    TEST_CLUSTER.start()
     yield
-    if started:
-        TEST_CLUSTER.stop()
+    remove_cluster(TEST_CLUSTER)
 
 
 postgresql_noproc = factories.postgresql_noproc(
@@ -74,7 +74,7 @@ postgresql_noproc = factories.postgresql_noproc(
     port=SERVER.get("port", "5432"),
     user=SERVER.get("user"),
     password=SERVER.get("password"),
-    dbname="dbtools_test",
+    dbname=f"dbtools_test_{os.getpid()}",  # the server may be shared with other sessions
     load=[_load_migrations],
 )
 postgresql = factories.postgresql("postgresql_noproc")
