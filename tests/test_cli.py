@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -179,3 +180,27 @@ def run_cli_python(run_cli: Any, script: str, empty: Path) -> Any:
         check=False,
         timeout=60,
     )
+
+
+def test_dry_run_on_a_missing_database_changes_nothing(run_cli: Any, missing_db: str) -> None:
+    result = run_cli("--database-url", missing_db, "migrate", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("-- would create database 'dbtools_cli_")
+    assert "CREATE TABLE tenants (" in result.stdout
+    dbname = config.parse_url(missing_db)["dbname"]
+    with psycopg.connect(**(SERVER | {"dbname": "postgres"})) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+    assert exists is None
+
+
+def test_dry_run_prints_pending_sql_and_applies_nothing(run_cli: Any, db_url: str) -> None:
+    up_to_date = run_cli("--database-url", db_url, "migrate", "--dry-run")
+    assert "no pending migrations" in up_to_date.stdout
+
+    run_cli("--database-url", db_url, "rollback")
+    pending = run_cli("--database-url", db_url, "--json", "migrate", "--dry-run")
+    assert pending.returncode == 0
+    [migration] = json.loads(pending.stdout)["pending"]
+    assert migration["id"] == "0001_create-tenants"
+    assert "CREATE TYPE tenant_status" in migration["sql"]
+    assert run_cli("--database-url", db_url, "status").returncode == 3  # still pending

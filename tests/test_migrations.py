@@ -6,6 +6,7 @@ import re
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -75,7 +76,9 @@ def test_status_reports_applied_and_pending(db_url: str) -> None:
     assert state.applied_at is not None
     assert state.applied_at.tzinfo is not None
     migrations.rollback(db_url)
-    assert [(s.id, s.applied_at) for s in migrations.status(db_url)] == [("0001_create-tenants", None)]
+    assert [(s.id, s.applied_at) for s in migrations.status(db_url)] == [
+        ("0001_create-tenants", None)
+    ]
 
 
 def test_ensure_database_creates_a_missing_database(missing_db: str) -> None:
@@ -105,3 +108,35 @@ def test_unreachable_server_is_database_unavailable() -> None:
         migrations.apply(url)
     assert "hunter2" not in str(caught.value)
     assert "127.0.0.1:1" in str(caught.value)
+
+
+def copy_migrations(target: Path) -> Path:
+    for source in sorted(migrations.MIGRATIONS_DIR.glob("*.sql")):
+        (target / source.name).write_text(source.read_text())
+    return target
+
+
+def test_editing_an_applied_migration_is_refused(missing_db: str, tmp_path: Path) -> None:
+    folder = copy_migrations(tmp_path)
+    migrations.ensure_database(missing_db)
+    migrations.apply(missing_db, folder)
+    applied = folder / "0001_create-tenants.sql"
+    applied.write_text(applied.read_text() + "\n-- an innocent-looking edit\n")
+
+    for operation in (migrations.apply, migrations.status, migrations.rollback):
+        with pytest.raises(MigrationError, match=r"0001_create-tenants\.sql was edited after"):
+            operation(missing_db, migrations_dir=folder)
+    assert "tenants" in tables(missing_db)  # the rollback was refused too
+
+
+def test_a_migration_applied_by_yoyo_alone_is_checksummed_on_the_next_migrate(
+    db_url: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(**config.parse_url(db_url), autocommit=True) as conn:
+        conn.execute("DELETE FROM _dbtools_migration_checksum")  # as if applied by `yoyo apply`
+        folder = copy_migrations(tmp_path)
+        assert migrations.apply(db_url, folder) == []
+        recorded = conn.execute("SELECT migration_id, sha256 FROM _dbtools_migration_checksum")
+        assert recorded.fetchall() == [
+            ("0001_create-tenants", migrations.file_checksum(folder / "0001_create-tenants.sql"))
+        ]
