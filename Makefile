@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DBTOOLS := $(BIN)/dbtools
 
-.PHONY: help demo migrate rollback status seed db-start db-stop db-status lint typecheck test check clean
+.PHONY: help demo migrate rollback status seed db-start db-stop db-status schema lint typecheck test check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ db-stop: $(VENV)/.installed ## stop the embedded PostgreSQL
 
 db-status: $(VENV)/.installed ## say whether the embedded PostgreSQL runs, and where
 	$(DBTOOLS) db status
+
+schema: $(VENV)/.installed ## write what the migrations produce to sql/schema/schema.sql
+	$(DBTOOLS) schema dump
 
 lint: $(VENV)/.installed ## ruff (lint and format) and squawk (migrations)
 	$(BIN)/ruff check .
