@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DBTOOLS := $(BIN)/dbtools
 
-.PHONY: help demo migrate rollback status seed db-start db-stop db-status schema lint typecheck test check clean
+.PHONY: help demo migrate rollback status seed db-start db-stop db-status schema lint typecheck test check bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ test: lint typecheck ## lint, type-check, then the test suite against a real Pos
 	$(BIN)/pytest
 
 check: test ## exactly what CI runs
+
+bench: $(VENV)/.installed ## benchmarks (medians side by side): tenants.get_by_slug vs raw psycopg
+	$(BIN)/python bench/get_by_slug.py
 
 clean: db-stop ## stop the embedded cluster and delete it with the virtualenv
 	rm -rf .dbtools $(VENV)

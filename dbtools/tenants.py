@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any, LiteralString
 from uuid import UUID
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
-from psycopg.rows import class_row
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from dbtools.db import unavailable
@@ -102,7 +101,23 @@ class Tenant(BaseModel):
     updated_at: AwareDatetime
 
 
-_tenant_row = class_row(Tenant)
+# Every query below selects exactly these columns in this order, the fields of Tenant (a test
+# checks it), so rows map by position: psycopg's class_row would rebuild the column names from
+# the cursor description on every call, measurably slower on the hot path (bench/).
+COLUMNS = tuple(Tenant.model_fields)
+
+
+def _make_tenant(values: Sequence[Any]) -> Tenant:
+    return Tenant(**dict(zip(COLUMNS, values, strict=True)))
+
+
+def _tenant_row(cursor: Any) -> Callable[[Sequence[Any]], Tenant]:
+    """psycopg row factory: rows of a tenants query become Tenant records."""
+    return _make_tenant
+
+
+IDLE = TransactionStatus.IDLE
+INTRANS = TransactionStatus.INTRANS
 
 GET_BY_SLUG: LiteralString = """
     SELECT id, slug, name, status, settings, created_at, updated_at
@@ -174,9 +189,15 @@ def get_by_slug(conn: psycopg.Connection[Any], slug: str) -> Tenant | None:
     """The tenant with ``slug``, or None; a string that cannot be a slug is not looked up."""
     if not is_valid_slug(slug):
         return None
-    with _reading(conn) as cur:
-        cur.execute(GET_BY_SLUG, {"slug": slug})
-        return cur.fetchone()
+    # The hot path, written out: no context-manager generators (bench/get_by_slug.py).
+    opens_transaction = conn.info.transaction_status == IDLE and not conn.autocommit
+    try:
+        with conn.cursor(row_factory=_tenant_row) as cur:
+            cur.execute(GET_BY_SLUG, {"slug": slug})
+            return cur.fetchone()
+    except psycopg.Error as exc:
+        _raise_mapped(conn, exc, opens_transaction)
+        raise
 
 
 def get_by_id(conn: psycopg.Connection[Any], tenant_id: UUID) -> Tenant | None:
@@ -382,26 +403,41 @@ def _contained(conn: psycopg.Connection[Any], *, savepoint: bool) -> Iterator[No
     Inside the caller's transaction, with ``savepoint``, the statement runs in a savepoint that
     is rolled back on failure. Outside a transaction it runs alone: in autocommit mode it is its
     own transaction; otherwise it opens one that holds nothing else, rolled back on failure.
-    Connection failures become :class:`DatabaseUnavailable`, a missing table :class:`NotMigrated`.
     """
     status = conn.info.transaction_status
-    try:
-        if status == TransactionStatus.INTRANS and savepoint:
+    if status == INTRANS and savepoint:
+        try:
             with conn.transaction():
                 yield
-            return
-        opens_transaction = status == TransactionStatus.IDLE and not conn.autocommit
-        try:
-            yield
-        except BaseException:
-            if opens_transaction and not conn.closed:
-                conn.rollback()
+        except psycopg.Error as exc:
+            _raise_mapped(conn, exc, opened_transaction=False)
             raise
-    except pg_errors.UndefinedTable as exc:
-        raise NotMigrated(
-            f"database {conn.info.dbname!r} has no tenants table: run `dbtools migrate`"
-        ) from exc
-    except psycopg.OperationalError as exc:
+        return
+    opens_transaction = status == IDLE and not conn.autocommit
+    try:
+        yield
+    except psycopg.Error as exc:
+        _raise_mapped(conn, exc, opens_transaction)
+        raise
+    except BaseException:
+        if opens_transaction and not conn.closed:
+            conn.rollback()
+        raise
+
+
+def _raise_mapped(
+    conn: psycopg.Connection[Any], exc: psycopg.Error, opened_transaction: bool
+) -> None:
+    """Roll back a transaction our failed statement opened; raise the dbtools error for ``exc``
+    (a lost connection: DatabaseUnavailable, a missing table: NotMigrated), or return to let the
+    caller re-raise ``exc`` as it is."""
+    if opened_transaction and not conn.closed:
+        with suppress(psycopg.Error):
+            conn.rollback()
+    if isinstance(exc, pg_errors.UndefinedTable):
+        message = f"database {conn.info.dbname!r} has no tenants table: run `dbtools migrate`"
+        raise NotMigrated(message) from exc
+    if isinstance(exc, psycopg.OperationalError):
         raise unavailable(exc, {"dbname": conn.info.dbname}) from exc
 
 
