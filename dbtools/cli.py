@@ -16,7 +16,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from dbtools import __version__
 from dbtools.errors import (
@@ -116,8 +116,16 @@ def _fail(args: argparse.Namespace, message: str, code: int) -> int:
 # -- the parser ---------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors in one line like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"dbtools: error: {message} (try: {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dbtools",
         description="Create, migrate and query the tenant system database (dbtools_system).",
         epilog=_MAIN_EPILOG,
@@ -184,7 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("slug")
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     importing = _command(tenants, "tenants import", _tenants_import, "create tenants from CSV")
-    importing.add_argument("file", type=Path, metavar="FILE.csv")
+    importing.add_argument("file", type=_readable_file, metavar="FILE.csv")
     return parser
 
 
@@ -227,6 +235,13 @@ def _limit(text: str) -> int:
     if value > 1000:
         raise argparse.ArgumentTypeError(f"must be at most 1000, not {value}")
     return value
+
+
+def _readable_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
 
 
 def _json_object(text: str) -> dict[str, Any]:

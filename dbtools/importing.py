@@ -13,15 +13,17 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from dbtools import tenants
 from dbtools.db import unavailable
-from dbtools.errors import DbToolsError
+from dbtools.errors import DbToolsError, NotMigrated
 from dbtools.slugs import validate_slug
 
 HEADERS = (("slug", "name"), ("slug", "name", "settings"))
@@ -42,6 +44,7 @@ EXISTING = """
     JOIN tenants t ON t.slug = s.slug
     ORDER BY s.line
 """
+DROP_STAGING = "DROP TABLE tenant_import"
 INSERT_ALL = """
     INSERT INTO tenants (slug, name, settings)
     SELECT slug, name, settings
@@ -79,27 +82,52 @@ def import_csv(
 ) -> int:
     """Import every tenant in the CSV file ``path``; return how many were created.
 
-    Runs in one transaction (a savepoint inside the caller's): on :class:`ImportFailed` nothing is
-    written. ``progress`` is called with the number of rows read, every 1,000 rows.
+    All or nothing, and the caller owns the transaction, as everywhere in dbtools: inside the
+    caller's transaction the import runs in a savepoint; on an idle connection that is not in
+    autocommit it opens the caller's transaction and leaves the commit to the caller; in
+    autocommit mode it is one transaction of its own. On :class:`ImportFailed` nothing is written
+    and the connection is usable. ``progress`` is called with the rows read, every 1,000 rows.
     """
     rows, errors = _read(path, progress)
+    status = conn.info.transaction_status
+    opens_transaction = status == TransactionStatus.IDLE and not conn.autocommit
     try:
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute(CREATE_STAGING)
-            with cur.copy(COPY_STAGING) as copy:
-                for row in rows:
-                    copy.write_row(row)
-            for line, slug in cur.execute(EXISTING).fetchall():
-                errors.append(RowError(line, f"a tenant with slug {slug!r} already exists"))
-            if errors:
-                raise ImportFailed(path.name, sorted(errors, key=lambda e: e.line or 0))
-            cur.execute(INSERT_ALL)
-            return cur.rowcount
-    except psycopg.errors.UniqueViolation as exc:  # another writer took a slug meanwhile
-        error = RowError(None, "another writer created one of these slugs meanwhile; try again")
-        raise ImportFailed(path.name, [error]) from exc
-    except psycopg.OperationalError as exc:
-        raise unavailable(exc, {"dbname": conn.info.dbname}) from exc
+        with nullcontext() if opens_transaction else conn.transaction():
+            return _load(conn, path.name, rows, errors)
+    except BaseException as exc:
+        if opens_transaction and not conn.closed:
+            with suppress(psycopg.Error):
+                conn.rollback()
+        if isinstance(exc, psycopg.errors.UniqueViolation):  # another writer took a slug meanwhile
+            error = RowError(None, "another writer created one of these slugs meanwhile; try again")
+            raise ImportFailed(path.name, [error]) from exc
+        if isinstance(exc, psycopg.errors.UndefinedTable):
+            message = f"database {conn.info.dbname!r} has no tenants table: run `dbtools migrate`"
+            raise NotMigrated(message) from exc
+        if isinstance(exc, psycopg.OperationalError):
+            raise unavailable(exc, {"dbname": conn.info.dbname}) from exc
+        raise
+
+
+def _load(
+    conn: psycopg.Connection[Any],
+    source: str,
+    rows: list[tuple[int, str, str, str]],
+    errors: list[RowError],
+) -> int:
+    with conn.cursor() as cur:
+        cur.execute(CREATE_STAGING)
+        with cur.copy(COPY_STAGING) as copy:
+            for row in rows:
+                copy.write_row(row)
+        for line, slug in cur.execute(EXISTING).fetchall():
+            errors.append(RowError(line, f"a tenant with slug {slug!r} already exists"))
+        if errors:
+            raise ImportFailed(source, sorted(errors, key=lambda e: e.line or 0))
+        cur.execute(INSERT_ALL)
+        created = cur.rowcount
+        cur.execute(DROP_STAGING)  # not left to the commit: the caller's transaction goes on
+        return created
 
 
 def _read(
@@ -138,15 +166,29 @@ def _read(
         raise ImportFailed(
             path.name, [RowError(None, f"the file is not UTF-8 ({exc.reason})")]
         ) from exc
-    except csv.Error as exc:
-        raise ImportFailed(path.name, [*errors, RowError(None, f"malformed CSV: {exc}")]) from exc
+    except _MalformedRecord as exc:
+        error = RowError(exc.line, f"malformed CSV: {exc.reason} (the rest was not read)")
+        raise ImportFailed(path.name, [*errors, error]) from exc
     return rows, errors
+
+
+class _MalformedRecord(Exception):
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(reason)
+        self.line = line
+        self.reason = reason
 
 
 def _records(reader: Any) -> Iterator[tuple[int, list[str]]]:
     """Each record with the line it starts on (quoted fields may span lines)."""
     line = 1
-    for fields in reader:
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise _MalformedRecord(line, str(exc)) from exc
         yield line, fields
         line = reader.line_num + 1
 
@@ -168,6 +210,8 @@ def _row(
             settings = json.loads(raw, parse_constant=_reject_constant)
         except ValueError as exc:
             raise ValueError(f"settings of tenant {slug!r} are not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValueError(f"settings of tenant {slug!r} are nested too deeply") from None
     return line, slug, name, tenants.settings_json(slug, settings)
 
 

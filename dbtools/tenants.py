@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, LiteralString
@@ -65,6 +66,8 @@ __all__ = [
 ]
 
 NAME_MAX_LENGTH = 255
+# \u0000 written by json.dumps, i.e. not preceded by an escaped backslash of the content.
+_escaped_nul = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 LIST_LIMIT_MAX = 1000
 # Unicode's White_Space characters, as spelled out in the tenants_name_not_blank_check constraint.
 _WHITE_SPACE = (
@@ -352,6 +355,8 @@ def validate_name(slug: str, name: object) -> str:
         )
     if "\x00" in name:
         raise InvalidTenant(slug, "name", "must not contain NUL characters")
+    if not _encodable(name):
+        raise InvalidTenant(slug, "name", "must be valid Unicode (it holds a lone surrogate)")
     return name
 
 
@@ -365,9 +370,21 @@ def settings_json(slug: str, settings: object) -> str:
         text = json.dumps(settings, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise InvalidTenant(slug, "settings", f"cannot be stored as JSON: {exc}") from None
-    if "\x00" in text or "\\u0000" in text:
+    except RecursionError:
+        raise InvalidTenant(slug, "settings", "are nested too deeply to store") from None
+    if _escaped_nul.search(text):  # json.dumps writes NUL as \u0000; PostgreSQL refuses it
         raise InvalidTenant(slug, "settings", "must not contain NUL characters")
+    if not _encodable(text):
+        raise InvalidTenant(slug, "settings", "must be valid Unicode (they hold a lone surrogate)")
     return text
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @contextmanager

@@ -141,7 +141,8 @@ def test_domain_errors_exit_1(
 def test_usage_errors_exit_2(run_cli: Any, db_url: str, args: tuple[str, ...]) -> None:
     result = cli(run_cli, db_url, *args)
     assert result.returncode == 2
-    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("dbtools: error: ")
+    assert result.stderr.count("\n") == 1  # one line, no usage dump, no traceback
     assert result.stdout == ""
 
 

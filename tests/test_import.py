@@ -1,0 +1,564 @@
+"""`dbtools tenants import FILE.csv` and dbtools.importing.import_csv: all rows or none.
+
+The command is run for real, in a subprocess, against a fresh migrated database per test. Each
+bad-row test mixes one kind of bad row with good ones and checks three things: the exact line
+reported (the header is line 1), exit code 1, and that nothing was written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import pq
+
+from dbtools import tenants
+from dbtools.errors import DbToolsError
+from dbtools.importing import ImportFailed, RowError, import_csv
+
+Conn = psycopg.Connection[Any]
+Connect = Callable[..., Conn]
+Result = subprocess.CompletedProcess[str]
+RunCli = Callable[..., Result]
+
+FILE_NAME = "tenants.csv"
+INJECTION = "'; DROP TABLE tenants; --"
+INTRANS = pq.TransactionStatus.INTRANS
+BAD_ROW = re.compile(rf"{re.escape(FILE_NAME)}: line (\d+): (.*)")
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def write_file(tmp_path: Path, text: str, *, bom: bool = False, name: str = FILE_NAME) -> Path:
+    """Write ``text`` byte for byte (UTF-8, no newline translation) and return its path."""
+    path = tmp_path / name
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
+    return path
+
+
+def write_rows(tmp_path: Path, rows: Sequence[Sequence[str]], *, name: str = FILE_NAME) -> Path:
+    """Write ``rows`` (the header first) with the csv module, quoting what needs quoting."""
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return write_file(tmp_path, buffer.getvalue(), name=name)
+
+
+def run_import(run_cli: RunCli, db_url: str, path: Path, *options: str) -> Result:
+    return run_cli("--database-url", db_url, *options, "tenants", "import", str(path))
+
+
+def row_count(conn: Conn) -> int:
+    row = conn.execute("SELECT count(*) FROM tenants").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def slugs_in(conn: Conn) -> list[str]:
+    return [row[0] for row in conn.execute("SELECT slug FROM tenants ORDER BY slug")]
+
+
+def stored(conn: Conn, slug: str) -> tenants.Tenant:
+    tenant = tenants.get_by_slug(conn, slug)
+    assert tenant is not None, f"tenant {slug!r} was not imported"
+    return tenant
+
+
+def reported(result: Result) -> list[tuple[int, str]]:
+    """The bad rows on stderr as (line, message), after checking the shape of the whole stderr:
+    one ``FILE: line N: message`` line per bad row, then the final ``dbtools: error:`` line."""
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    *rows, last = result.stderr.splitlines()
+    assert last.startswith(f"dbtools: error: {FILE_NAME}: "), result.stderr
+    assert last.endswith("nothing imported"), result.stderr
+    matches = [BAD_ROW.fullmatch(row) for row in rows]
+    assert all(matches), f"not one 'FILE: line N: message' line per bad row:\n{result.stderr}"
+    return [(int(m[1]), m[2]) for m in matches if m]
+
+
+def reported_lines(result: Result) -> list[int]:
+    return [line for line, _ in reported(result)]
+
+
+def only_error(result: Result) -> tuple[int, str]:
+    errors = reported(result)
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+# --- success -----------------------------------------------------------------------------------
+
+
+def test_ten_thousand_rows_are_all_imported(
+    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    rows = [["slug", "name", "settings"]]
+    rows += [
+        [f"tenant-{i:05d}", f"Tenant number {i}", json.dumps({"n": i, "plan": "pro"})]
+        for i in range(10_000)
+    ]
+    result = run_import(run_cli, db_url, write_rows(tmp_path, rows))
+    assert result.returncode == 0, result.stderr
+    assert "imported 10000" in result.stdout
+    assert result.stderr == ""
+    assert row_count(conn) == 10_000
+    sample = stored(conn, "tenant-04242")
+    assert sample.name == "Tenant number 4242"
+    assert sample.settings == {"n": 4242, "plan": "pro"}
+
+
+@pytest.mark.parametrize(
+    ("content", "bom"),
+    [
+        pytest.param("slug,name\nacme,Acme Corp\nbeta,Beta\n", False, id="slug-name"),
+        pytest.param(
+            'slug,name,settings\nacme,Acme Corp,"{""plan"": ""pro""}"\nbeta,Beta,\n',
+            False,
+            id="slug-name-settings",
+        ),
+        pytest.param("slug,name\nacme,Acme Corp\nbeta,Beta\n", True, id="utf8-bom"),
+        pytest.param(
+            'slug,name,settings\r\nacme,Acme Corp,"{""plan"": ""pro""}"\r\nbeta,Beta,\r\n',
+            False,
+            id="crlf",
+        ),
+        pytest.param(
+            'slug,name,settings\r\nacme,Acme Corp,"{""plan"": ""pro""}"\r\nbeta,Beta,\r\n',
+            True,
+            id="crlf-and-bom",
+        ),
+    ],
+)
+def test_accepted_file_layouts(
+    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path, content: str, bom: bool
+) -> None:
+    result = run_import(run_cli, db_url, write_file(tmp_path, content, bom=bom))
+    assert result.returncode == 0, result.stderr
+    assert "imported 2 tenants" in result.stdout
+    acme, beta = stored(conn, "acme"), stored(conn, "beta")
+    assert acme.name == "Acme Corp"  # no stray \r, no BOM glued to anything
+    assert beta.name == "Beta"
+    assert acme.settings == ({"plan": "pro"} if "settings" in content else {})
+    assert beta.settings == {}  # no settings column, or an empty field: {}
+
+
+def test_settings_column_may_be_left_off_a_row(conn: Conn, tmp_path: Path) -> None:
+    path = write_file(tmp_path, 'slug,name,settings\nacme,Acme\nbeta,Beta,"{""a"": 1}"\n')
+    assert import_csv(conn, path) == 2
+    assert stored(conn, "acme").settings == {}
+    assert stored(conn, "beta").settings == {"a": 1}
+
+
+def test_a_file_with_only_the_header_imports_nothing(
+    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    result = run_import(run_cli, db_url, write_file(tmp_path, "slug,name\n"))
+    assert result.returncode == 0, result.stderr
+    assert "imported 0 tenants" in result.stdout
+    assert row_count(conn) == 0
+
+
+def test_odd_names_and_settings_are_stored_verbatim(
+    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    names = {
+        "quotes": "He said \"hi\" and 'bye'",
+        "commas": "Smith, Jones; and Partners",
+        "emoji": "Rocket 🚀 Ltd ✨",
+        "injection": INJECTION,
+        "backslash": "C:\\new\\table \\N \\. tab\there",
+        "newline": "Line one\nLine two",
+        "spaces": "  padded  ",
+    }
+    settings = {
+        "quote": '"',
+        "sql": INJECTION,
+        "emoji": "🚀",
+        "punctuation": "a,b;c",
+        "backslash": "\\N\\.",
+        "nested": {"list": [1, 2.5, None, True]},
+    }
+    rows = [["slug", "name", "settings"]]
+    rows += [[slug, name, json.dumps(settings)] for slug, name in names.items()]
+    result = run_import(run_cli, db_url, write_rows(tmp_path, rows))
+    assert result.returncode == 0, result.stderr
+    for slug, name in names.items():
+        tenant = stored(conn, slug)
+        assert tenant.name == name, slug
+        assert tenant.settings == settings, slug
+    assert row_count(conn) == len(names)
+
+
+# --- the whole file refused --------------------------------------------------------------------
+
+
+def test_wrong_header_fails_on_line_1(
+    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    path = write_file(tmp_path, "slug,title\nacme,Acme\n")
+    line, message = only_error(run_import(run_cli, db_url, path))
+    assert line == 1
+    assert "slug,title" in message
+    assert row_count(conn) == 0
+
+
+def test_empty_file_fails_on_line_1(
+    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    line, message = only_error(run_import(run_cli, db_url, write_file(tmp_path, "")))
+    assert line == 1
+    assert "empty" in message
+    assert row_count(conn) == 0
+
+
+def test_missing_file_is_one_line_and_nonzero(run_cli: RunCli, db_url: str, tmp_path: Path) -> None:
+    result = run_import(run_cli, db_url, tmp_path / "no-such-file.csv")
+    assert result.returncode == 2, result.stderr  # a bad argument: a usage error
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("dbtools: error: ")
+    assert "no-such-file.csv" in result.stderr
+    assert "no such file" in result.stderr
+
+
+# --- one kind of bad row per file --------------------------------------------------------------
+
+GOOD = "good-one,Good One\n"
+GOOD_2 = "good-two,Good Two\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "complaint"),
+    [
+        pytest.param(f"slug,name\n{GOOD}Acme,Acme\n{GOOD_2}", 3, "'Acme'", id="uppercase-slug"),
+        pytest.param(f"slug,name\n{GOOD}{GOOD_2}ab,Ab\n", 4, "'ab'", id="too-short-slug"),
+        pytest.param(f"slug,name\nacme-,Acme\n{GOOD}", 2, "'acme-'", id="trailing-hyphen"),
+        pytest.param(f"slug,name\n{GOOD}   ,Nameless\n", 3, "slug", id="blank-slug"),
+        pytest.param(f"slug,name\n{GOOD}acme,   \n{GOOD_2}", 3, "blank", id="blank-name"),
+        pytest.param(f"slug,name\n{GOOD}acme,\n", 3, "blank", id="empty-name"),
+        pytest.param(f"slug,name\n{GOOD}{GOOD_2}acme,{'x' * 256}\n", 4, "255", id="name-over-255"),
+        pytest.param(
+            f'slug,name,settings\n{GOOD}acme,Acme,"{{""plan"": pro}}"\n{GOOD_2}',
+            3,
+            "JSON",
+            id="settings-not-json",
+        ),
+        pytest.param(
+            f'slug,name,settings\n{GOOD}acme,Acme,"[1,2]"\n{GOOD_2}',
+            3,
+            "object",
+            id="settings-an-array",
+        ),
+        pytest.param(
+            f"slug,name,settings\n{GOOD}{GOOD_2}acme,Acme,42\n", 4, "object", id="settings-a-number"
+        ),
+        pytest.param(
+            f'slug,name,settings\n{GOOD}acme,Acme,"{{""x"": NaN}}"\n{GOOD_2}',
+            3,
+            "NaN",
+            id="settings-with-nan",
+        ),
+        pytest.param(
+            f'slug,name,settings\n{GOOD}acme,Acme,"{{""x"": ""\\u0000""}}"\n{GOOD_2}',
+            3,
+            "NUL",
+            id="settings-with-nul",
+        ),
+        pytest.param(
+            f"slug,name\n{GOOD}acme,Acme,extra\n{GOOD_2}", 3, "found 3", id="too-many-fields"
+        ),
+        pytest.param(
+            f"slug,name,settings\n{GOOD}acme,Acme,{{}},extra\n", 3, "found 4", id="four-fields"
+        ),
+        pytest.param(f"slug,name\n{GOOD}acme\n{GOOD_2}", 3, "found 1", id="too-few-fields"),
+    ],
+)
+def test_bad_row_is_reported_with_its_line_and_nothing_is_written(
+    run_cli: RunCli,
+    db_url: str,
+    conn: Conn,
+    tmp_path: Path,
+    content: str,
+    line: int,
+    complaint: str,
+) -> None:
+    result = run_import(run_cli, db_url, write_file(tmp_path, content))
+    reported_line, message = only_error(result)
+    assert reported_line == line, result.stderr
+    assert complaint in message
+    assert (
+        result.stderr.splitlines()[-1]
+        == f"dbtools: error: {FILE_NAME}: 1 bad row, nothing imported"
+    )
+    assert result.stdout == ""
+    assert row_count(conn) == 0
+
+
+def test_duplicate_slug_in_the_file_reports_the_second_line_and_names_the_first(
+    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    path = write_file(tmp_path, f"slug,name\n{GOOD}acme,First\n{GOOD_2}acme,Second\n")
+    line, message = only_error(run_import(run_cli, db_url, path))
+    assert line == 5
+    assert "'acme'" in message
+    assert "line 3" in message
+    assert row_count(conn) == 0
+
+
+def test_slug_that_exists_in_the_table_is_reported_and_nothing_is_written(
+    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    existing = tenants.create(conn, "acme", "Acme Original", settings={"keep": True})
+    path = write_file(tmp_path, f"slug,name\n{GOOD}{GOOD_2}acme,Acme Again\n")
+    line, message = only_error(run_import(run_cli, db_url, path))
+    assert line == 4
+    assert "'acme'" in message
+    assert "already exists" in message
+    assert slugs_in(conn) == ["acme"]
+    assert stored(conn, "acme") == existing
+
+
+def test_malformed_csv_is_reported_with_its_line(
+    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    path = write_file(tmp_path, f'slug,name\n{GOOD}acme,"Acme" Corp\n{GOOD_2}')
+    line, _ = only_error(run_import(run_cli, db_url, path))
+    assert line == 3
+    assert row_count(conn) == 0
+
+
+def test_settings_that_utf8_cannot_encode_are_a_bad_row(
+    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    # A lone surrogate, spelled as a JSON escape: valid JSON text, but no UTF-8 encodes it.
+    path = write_file(tmp_path, f'slug,name,settings\n{GOOD}acme,Acme,"{{""x"": ""\\ud800""}}"\n')
+    line, _ = only_error(run_import(run_cli, db_url, path))
+    assert line == 3
+    assert row_count(conn) == 0
+
+
+def test_deeply_nested_settings_are_a_bad_row(
+    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    nested = "[" * 20_000 + "]" * 20_000  # valid JSON, deeper than Python's recursion limit
+    path = write_file(tmp_path, f"slug,name,settings\n{GOOD}acme,Acme,{nested}\n{GOOD_2}")
+    line, _ = only_error(run_import(run_cli, db_url, path))
+    assert line == 3
+    assert row_count(conn) == 0
+
+
+# --- line numbers and several errors -----------------------------------------------------------
+
+
+def test_quoted_newlines_keep_the_following_line_numbers_right(
+    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    content = (
+        "slug,name\n"
+        'acme,"Acme\nCorp\nInternational"\n'  # lines 2-4
+        "beta,Beta\n"  # line 5
+        "Bad,Bad\n"  # line 6
+    )
+    line, _ = only_error(run_import(run_cli, db_url, write_file(tmp_path, content)))
+    assert line == 6
+    assert row_count(conn) == 0
+
+
+def test_a_bad_record_spanning_lines_is_reported_on_the_line_it_starts(
+    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    content = (
+        "slug,name\n"
+        'acme,"Acme\nCorp"\n'  # lines 2-3
+        'Bad,"Spans\nthree\nlines"\n'  # lines 4-6
+        "beta,Beta\n"  # line 7
+        "beta,Beta again\n"  # line 8
+    )
+    result = run_import(run_cli, db_url, write_file(tmp_path, content))
+    assert reported_lines(result) == [4, 8]
+    assert row_count(conn) == 0
+
+
+def test_blank_lines_are_skipped_and_still_counted(
+    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    content = f"slug,name\n\n{GOOD}\n\nBad,Bad\n"
+    line, _ = only_error(run_import(run_cli, db_url, write_file(tmp_path, content)))
+    assert line == 6
+    assert row_count(conn) == 0
+
+
+def test_every_bad_row_is_reported_in_line_order(
+    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    tenants.create(conn, "taken", "Taken")
+    content = (
+        "slug,name,settings\n"
+        "UPPER,Upper,\n"  # 2: invalid slug
+        "taken,Taken Again,\n"  # 3: exists in the table (found by the database, after COPY)
+        f"{GOOD}"  # 4
+        "blank,   ,\n"  # 5: blank name
+        "json,Json,{oops}\n"  # 6: not JSON
+        "good-one,Again,\n"  # 7: duplicate of line 4
+        "array,Array,[1]\n"  # 8: not an object
+        f"{GOOD_2}"  # 9
+    )
+    result = run_import(run_cli, db_url, write_file(tmp_path, content))
+    assert reported_lines(result) == [2, 3, 5, 6, 7, 8]
+    assert result.stderr.splitlines()[-1] == (
+        f"dbtools: error: {FILE_NAME}: 6 bad rows, nothing imported"
+    )
+    assert slugs_in(conn) == ["taken"]
+
+
+# --- exit codes --------------------------------------------------------------------------------
+
+
+def test_unreachable_database_exits_3(run_cli: RunCli, tmp_path: Path) -> None:
+    path = write_file(tmp_path, f"slug,name\n{GOOD}")
+    result = run_import(run_cli, "postgresql://nobody@127.0.0.1:1/dbtools_system", path)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("dbtools: error: cannot connect")
+
+
+def test_database_not_migrated_exits_3(run_cli: RunCli, db_url: str, tmp_path: Path) -> None:
+    rolled_back = run_cli("--database-url", db_url, "rollback")
+    assert rolled_back.returncode == 0, rolled_back.stderr
+    result = run_import(run_cli, db_url, write_file(tmp_path, f"slug,name\n{GOOD}"))
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("dbtools: error: ")
+    assert "migrate" in result.stderr
+
+
+# --- --json ------------------------------------------------------------------------------------
+
+
+def test_json_success_document(run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path) -> None:
+    path = write_file(tmp_path, f"slug,name\n{GOOD}{GOOD_2}")
+    result = run_import(run_cli, db_url, path, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"imported": 2, "errors": []}
+    assert row_count(conn) == 2
+
+
+def test_json_failure_document(run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path) -> None:
+    path = write_file(tmp_path, f"slug,name\n{GOOD}Bad,Bad\n{GOOD_2}acme,\n")
+    result = run_import(run_cli, db_url, path, "--json")
+    assert result.returncode == 1
+    document = json.loads(result.stdout)  # the whole of stdout is one JSON document
+    assert set(document) == {"imported", "errors"}
+    assert document["imported"] == 0
+    assert [error["line"] for error in document["errors"]] == [3, 5]
+    assert all(set(error) == {"line", "message"} for error in document["errors"])
+    assert "invalid tenant slug 'Bad'" in document["errors"][0]["message"]
+    assert "blank" in document["errors"][1]["message"]
+    assert result.stderr.splitlines() == [
+        f"dbtools: error: {FILE_NAME}: 2 bad rows, nothing imported"
+    ]
+    assert row_count(conn) == 0
+
+
+# --- the library function ----------------------------------------------------------------------
+
+
+def test_import_csv_returns_the_number_of_tenants_created(conn: Conn, tmp_path: Path) -> None:
+    path = write_file(tmp_path, f'slug,name,settings\n{GOOD}acme,Acme,"{{""a"": [1]}}"\n')
+    assert import_csv(conn, path) == 2
+    assert slugs_in(conn) == ["acme", "good-one"]
+    assert stored(conn, "acme").settings == {"a": [1]}
+
+
+def test_import_failed_carries_row_errors_with_line_and_message(conn: Conn, tmp_path: Path) -> None:
+    tenants.create(conn, "taken", "Taken")
+    path = write_file(tmp_path, f"slug,name\nBad,Bad\n{GOOD}taken,Again\n")
+    with pytest.raises(ImportFailed) as caught:
+        import_csv(conn, path)
+    failure = caught.value
+    assert isinstance(failure, DbToolsError)
+    assert all(isinstance(error, RowError) for error in failure.errors)
+    assert [error.line for error in failure.errors] == [2, 4]
+    assert "invalid tenant slug 'Bad'" in failure.errors[0].message
+    assert "already exists" in failure.errors[1].message
+    assert str(failure.errors[0]).startswith("line 2: ")
+    assert str(failure) == f"{FILE_NAME}: 2 bad rows, nothing imported"
+    assert slugs_in(conn) == ["taken"]
+
+
+def test_progress_is_called_every_thousand_rows(conn: Conn, tmp_path: Path) -> None:
+    rows = [["slug", "name"], *([f"tenant-{i:04d}", f"Tenant {i}"] for i in range(2500))]
+    calls: list[int] = []
+    assert import_csv(conn, write_rows(tmp_path, rows), progress=calls.append) == 2500
+    assert calls == [1000, 2000]
+
+
+def test_failure_inside_a_transaction_block_keeps_it_and_its_earlier_writes(
+    conn: Conn, tmp_path: Path
+) -> None:
+    tenants.create(conn, "taken", "Taken")
+    path = write_file(tmp_path, f"slug,name\n{GOOD}taken,Again\n")
+    with conn.transaction():
+        tenants.create(conn, "before", "Before")
+        with pytest.raises(ImportFailed):
+            import_csv(conn, path)
+        assert slugs_in(conn) == ["before", "taken"]  # the transaction is usable
+        tenants.create(conn, "after", "After")
+    assert slugs_in(conn) == ["after", "before", "taken"]
+
+
+def test_failure_inside_an_implicit_transaction_keeps_it_and_its_earlier_writes(
+    conn: Conn, connect: Connect, tmp_path: Path
+) -> None:
+    tenants.create(conn, "taken", "Taken")
+    caller = connect()  # autocommit off: the first statement opens a transaction
+    tenants.create(caller, "before", "Before")
+    with pytest.raises(ImportFailed):
+        import_csv(caller, write_file(tmp_path, f"slug,name\n{GOOD}taken,Again\n"))
+    assert caller.info.transaction_status == INTRANS
+    tenants.create(caller, "after", "After")
+    caller.commit()
+    assert slugs_in(conn) == ["after", "before", "taken"]
+
+
+def test_import_inside_an_open_transaction_is_the_callers_to_roll_back(
+    conn: Conn, connect: Connect, tmp_path: Path
+) -> None:
+    caller = connect()  # autocommit off
+    tenants.create(caller, "before", "Before")  # opens the caller's transaction
+    assert import_csv(caller, write_file(tmp_path, f"slug,name\n{GOOD}{GOOD_2}")) == 2
+    assert caller.info.transaction_status == INTRANS
+    assert row_count(caller) == 3
+    assert row_count(conn) == 0, "the import committed the caller's transaction"
+    caller.rollback()
+    assert row_count(conn) == 0
+
+
+def test_import_on_an_idle_connection_leaves_the_commit_to_the_caller(
+    conn: Conn, connect: Connect, tmp_path: Path
+) -> None:
+    caller = connect()  # autocommit off, no transaction yet: like tenants.create, the import
+    # must run in the transaction its first statement opens, which the caller commits or not
+    assert import_csv(caller, write_file(tmp_path, f"slug,name\n{GOOD}{GOOD_2}")) == 2
+    assert row_count(caller) == 2
+    assert row_count(conn) == 0, "the import committed on its own"
+    caller.rollback()
+    assert row_count(conn) == 0
+
+
+def test_two_imports_in_one_transaction_both_succeed(conn: Conn, tmp_path: Path) -> None:
+    first = write_file(tmp_path, f"slug,name\n{GOOD}", name="first.csv")
+    second = write_file(tmp_path, f"slug,name\n{GOOD_2}", name="second.csv")
+    with conn.transaction():
+        assert import_csv(conn, first) == 1
+        assert import_csv(conn, second) == 1
+    assert slugs_in(conn) == ["good-one", "good-two"]
