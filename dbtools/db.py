@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from dbtools.config import describe, parse_url, resolve_url
-from dbtools.errors import DatabaseUnavailable
+from dbtools.errors import DatabaseUnavailable, NotMigrated
 
 if TYPE_CHECKING:
     from psycopg.rows import TupleRow
@@ -67,3 +67,16 @@ def unavailable(exc: psycopg.OperationalError, params: dict[str, Any]) -> Databa
     if password:
         reason = reason.replace(password, "***")
     return DatabaseUnavailable(f"cannot connect to {describe(params)}: {reason}")
+
+
+def server_error(conn: psycopg.Connection[Any], exc: psycopg.Error) -> DatabaseUnavailable | None:
+    """The dbtools error for a statement that failed because of the server rather than the data:
+    a lost connection (:class:`DatabaseUnavailable`) or a missing table (:class:`NotMigrated`).
+    None for anything else, which the caller maps or re-raises."""
+    dbname = "?" if conn.closed else conn.info.dbname
+    if isinstance(exc, psycopg.errors.UndefinedTable):
+        reason = exc.diag.message_primary or "a table is missing"
+        return NotMigrated(f"database {dbname!r} is not migrated ({reason}): run `dbtools migrate`")
+    if isinstance(exc, psycopg.OperationalError):
+        return unavailable(exc, {"dbname": dbname})
+    return None

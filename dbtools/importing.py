@@ -22,8 +22,8 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from dbtools import tenants
-from dbtools.db import unavailable
-from dbtools.errors import DbToolsError, NotMigrated
+from dbtools.db import server_error
+from dbtools.errors import DbToolsError
 from dbtools.slugs import validate_slug
 
 HEADERS = (("slug", "name"), ("slug", "name", "settings"))
@@ -101,11 +101,9 @@ def import_csv(
         if isinstance(exc, psycopg.errors.UniqueViolation):  # another writer took a slug meanwhile
             error = RowError(None, "another writer created one of these slugs meanwhile; try again")
             raise ImportFailed(path.name, [error]) from exc
-        if isinstance(exc, psycopg.errors.UndefinedTable):
-            message = f"database {conn.info.dbname!r} has no tenants table: run `dbtools migrate`"
-            raise NotMigrated(message) from exc
-        if isinstance(exc, psycopg.OperationalError):
-            raise unavailable(exc, {"dbname": conn.info.dbname}) from exc
+        mapped = server_error(conn, exc) if isinstance(exc, psycopg.Error) else None
+        if mapped is not None:
+            raise mapped from exc
         raise
 
 

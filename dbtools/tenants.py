@@ -36,13 +36,12 @@ from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from dbtools.db import unavailable
+from dbtools.db import server_error
 from dbtools.errors import (
     DatabaseUnavailable,
     DuplicateSlug,
     InvalidSlug,
     InvalidTenant,
-    NotMigrated,
     TenantNotFound,
 )
 from dbtools.slugs import is_valid_slug, validate_slug
@@ -367,7 +366,7 @@ def settings_json(slug: str, settings: object) -> str:
             slug, "settings", f"must be a JSON object (a mapping), not {type(settings).__name__}"
         )
     try:
-        text = json.dumps(settings, allow_nan=False, ensure_ascii=False)
+        text = json.dumps(settings, allow_nan=False, ensure_ascii=False, default=_json_default)
     except (TypeError, ValueError) as exc:
         raise InvalidTenant(slug, "settings", f"cannot be stored as JSON: {exc}") from None
     except RecursionError:
@@ -377,6 +376,12 @@ def settings_json(slug: str, settings: object) -> str:
     if not _encodable(text):
         raise InvalidTenant(slug, "settings", "must be valid Unicode (they hold a lone surrogate)")
     return text
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Mapping):  # MappingProxyType and friends: stored as the object they are
+        return dict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _encodable(text: str) -> bool:
@@ -451,11 +456,9 @@ def _raise_mapped(
     if opened_transaction and not conn.closed:
         with suppress(psycopg.Error):
             conn.rollback()
-    if isinstance(exc, pg_errors.UndefinedTable):
-        message = f"database {conn.info.dbname!r} has no tenants table: run `dbtools migrate`"
-        raise NotMigrated(message) from exc
-    if isinstance(exc, psycopg.OperationalError):
-        raise unavailable(exc, {"dbname": conn.info.dbname}) from exc
+    mapped = server_error(conn, exc)
+    if mapped is not None:
+        raise mapped from exc
 
 
 def _check_error(constraint: str | None, slug: str) -> InvalidSlug | InvalidTenant | None:

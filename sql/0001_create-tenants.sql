@@ -15,7 +15,11 @@ COMMENT ON TYPE tenant_status IS
 
 CREATE TABLE tenants (
     id uuid NOT NULL DEFAULT gen_random_uuid(),
-    slug text NOT NULL,
+    /*
+      Slugs are ASCII, so collation "C" orders them by code point on every server, whatever its
+      locale: listings and keyset pages come out the same everywhere, and comparing is cheaper.
+    */
+    slug text COLLATE "C" NOT NULL,
     name text NOT NULL,
     status tenant_status NOT NULL DEFAULT 'active',
     settings jsonb NOT NULL DEFAULT '{}',

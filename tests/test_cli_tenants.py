@@ -150,7 +150,8 @@ def test_not_migrated_database_exits_3(run_cli: Any, db_url: str) -> None:
     assert cli(run_cli, db_url, "rollback").returncode == 0
     result = cli(run_cli, db_url, "tenants", "list")
     assert result.returncode == 3
-    assert "has no tenants table: run `dbtools migrate`" in result.stderr
+    assert 'is not migrated (relation "tenants" does not exist)' in result.stderr
+    assert result.stderr.rstrip().endswith("run `dbtools migrate`")
 
 
 def test_password_never_appears(run_cli: Any) -> None:

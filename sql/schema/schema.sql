@@ -75,7 +75,7 @@ SET default_table_access_method = heap;
 
 CREATE TABLE public.tenants (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
-    slug text NOT NULL,
+    slug text NOT NULL COLLATE pg_catalog."C",
     name text NOT NULL,
     status public.tenant_status DEFAULT 'active'::public.tenant_status NOT NULL,
     settings jsonb DEFAULT '{}'::jsonb NOT NULL,
