@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlencode
 
 import psycopg
 from dotenv import dotenv_values, find_dotenv
@@ -26,7 +26,6 @@ DEFAULT_DBNAME = "dbtools_system"
 _SCHEMES = ("postgresql", "postgres")
 _DRIVER_SUFFIX = "+psycopg"
 _MASK = "***"
-_query_password = re.compile(r"(?i)((?:^|&)password=)[^&]*")
 _keyword_password = re.compile(r"""(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)""")
 
 
@@ -63,17 +62,25 @@ def parse_url(url: str) -> dict[str, Any]:
     :class:`ConfigurationError` with a one-line reason that never includes the password.
     """
     conninfo = libpq_url(url)
+    has_password = _password_in(url) is not None
     try:
         params = conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError as exc:
-        reason = _scrub(str(exc).strip().splitlines()[0], _password_in(url))
+        # libpq quotes the text it choked on, which may be a piece of the password: then say less.
+        reason = (
+            "check the host, the port and the percent-encoding of the password "
+            "(/ ? # @ : and % in it must be written %2F %3F %23 %40 %3A %25)"
+            if has_password
+            else str(exc).strip().splitlines()[0]
+        )
         raise ConfigurationError(
             f"{DATABASE_URL_VAR} is not a valid PostgreSQL URL ({mask_url(url)}): {reason}"
         ) from None
     ports = str(params.get("port") or "")
     if ports and not all(port.isdigit() for port in ports.split(",")):
+        shown = "" if has_password else f" {ports!r}"
         raise ConfigurationError(
-            f"{DATABASE_URL_VAR} has an invalid port {ports!r} ({mask_url(url)}): use a number"
+            f"{DATABASE_URL_VAR} has an invalid port{shown} ({mask_url(url)}): use a number"
         )
     if not params.get("dbname"):
         raise ConfigurationError(
@@ -100,20 +107,23 @@ def libpq_url(url: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """``url`` (or a ``key=value`` conninfo string) with any password replaced by ``***``."""
+    """``url`` (or a ``key=value`` conninfo string) with any password replaced by ``***``.
+
+    Errs on the side of hiding: everything between ``user:`` and the last ``@`` is masked, even
+    where a password with an unencoded ``/``, ``?`` or ``#`` would confuse a URL parser.
+    """
     if "://" not in url:
         return _keyword_password.sub(rf"\g<1>{_MASK}", url)
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    netloc = parts.netloc
-    userinfo, at, hostport = netloc.rpartition("@")
-    if at:
-        user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:{_MASK}@{hostport}" if colon else netloc
-    query = _query_password.sub(rf"\g<1>{_MASK}", parts.query)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    scheme, _, rest = url.partition("://")
+    at = rest.rfind("@")
+    if at != -1:
+        user, colon, _ = rest[:at].partition(":")
+        if colon:
+            rest = f"{user}:{_MASK}{rest[at:]}"
+    head, question, query = rest.partition("?")
+    if question:
+        query = "&".join(_masked_param(param) for param in query.split("&"))
+    return f"{scheme}://{head}{question}{query}"
 
 
 def describe(params: dict[str, Any]) -> str:
@@ -124,11 +134,29 @@ def describe(params: dict[str, Any]) -> str:
 
 
 def _password_in(url: str) -> str | None:
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
+    """The password written in ``url``'s user part (as mask_url finds it), if any."""
+    rest = url.partition("://")[2]
+    at = rest.rfind("@")
+    password = rest[:at].partition(":")[2] if at != -1 else ""
+    query = rest.partition("?")[2]
+    for param in query.split("&"):
+        key, _, value = param.partition("=")
+        if unquote(key).strip().lower() == "password":
+            password = password or value
+    return password or None
 
 
-def _scrub(message: str, password: str | None) -> str:
-    return message.replace(password, _MASK) if password else message
+def _masked_param(param: str) -> str:
+    key, equals, _ = param.partition("=")
+    return f"{key}={_MASK}" if equals and unquote(key).strip().lower() == "password" else param
+
+
+def url_with_dbname(url: str, dbname: str) -> str:
+    """``url`` pointed at another database on the same server, with the same credentials.
+
+    Rebuilt from the parsed parameters (all as query parameters), so a ``dbname`` in the query
+    string, or a URL without a host part, cannot leave the original database in place.
+    """
+    params = parse_url(url) | {"dbname": dbname}
+    query = urlencode({key: str(value) for key, value in params.items()}, quote_via=quote)
+    return f"postgresql://?{query}"

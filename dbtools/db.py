@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
 
+# admin_shutdown, crash_shutdown, cannot_connect_now: the server is going away or not ready.
+_SHUTDOWN_STATES = frozenset({"57P01", "57P02", "57P03"})
+
+
 def connect(url: str | None = None, **kwargs: Any) -> psycopg.Connection[TupleRow]:
     """Open a connection to ``url`` (default: the configured database).
 
@@ -59,7 +63,7 @@ def create_pool(
     return pool
 
 
-def unavailable(exc: psycopg.OperationalError, params: dict[str, Any]) -> DatabaseUnavailable:
+def unavailable(exc: psycopg.Error, params: dict[str, Any]) -> DatabaseUnavailable:
     """A one-line :class:`DatabaseUnavailable` for a failed connection, password removed."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     reason = lines[0] if lines else type(exc).__name__
@@ -72,11 +76,26 @@ def unavailable(exc: psycopg.OperationalError, params: dict[str, Any]) -> Databa
 def server_error(conn: psycopg.Connection[Any], exc: psycopg.Error) -> DatabaseUnavailable | None:
     """The dbtools error for a statement that failed because of the server rather than the data:
     a lost connection (:class:`DatabaseUnavailable`) or a missing table (:class:`NotMigrated`).
-    None for anything else, which the caller maps or re-raises."""
+    None for anything else (constraint violations, serialization failures, timeouts...), which
+    the caller maps or re-raises as it is."""
     dbname = "?" if conn.closed else conn.info.dbname
     if isinstance(exc, psycopg.errors.UndefinedTable):
         reason = exc.diag.message_primary or "a table is missing"
         return NotMigrated(f"database {dbname!r} is not migrated ({reason}): run `dbtools migrate`")
-    if isinstance(exc, psycopg.OperationalError):
+    if is_connection_failure(conn, exc):
         return unavailable(exc, {"dbname": dbname})
     return None
+
+
+def is_connection_failure(conn: psycopg.Connection[Any], exc: psycopg.Error) -> bool:
+    """Whether ``exc`` means the connection is gone, rather than that one statement failed.
+
+    psycopg files serialization failures, deadlocks, lock and statement timeouts under
+    OperationalError too; those leave the connection working and are the caller's to retry.
+    """
+    if conn.closed:  # also true once libpq saw the connection break
+        return True
+    sqlstate = exc.sqlstate or ""
+    return isinstance(exc, psycopg.OperationalError) and (
+        not sqlstate or sqlstate.startswith("08") or sqlstate in _SHUTDOWN_STATES
+    )

@@ -44,6 +44,7 @@ SERVER_BIN_GLOBS = (
 )
 _SOCKET_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 _SOCKET_NAME = f".s.PGSQL.{PORT}"
+_UNSAFE_IN_PATHS = frozenset("\"'$`\\,\n")
 _INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found: install them "
     "(Debian/Ubuntu: apt-get install postgresql; Fedora: dnf install postgresql-server; "
@@ -195,7 +196,7 @@ class Cluster:
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         """Serialise init/start/stop between processes (two ``make`` runs at once, say)."""
-        self.root.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs(self.root.parent)
         lock_path = self.root.parent / f".{self.root.name}.lock"
         with lock_path.open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
@@ -284,6 +285,8 @@ def _usable(root: Path) -> bool:
     """Whether a cluster at ``root`` works: a short enough socket path the server can reach."""
     if len(str(root / "run" / _SOCKET_NAME).encode()) > _SOCKET_PATH_MAX:
         return False
+    if any(char in _UNSAFE_IN_PATHS for char in str(root)):
+        return False  # pg_ctl pastes paths into a shell command; the socket setting is a list
     user = _server_user()
     if user is None:
         return True
@@ -309,11 +312,34 @@ def _can_traverse(folder: Path, user: pwd.struct_passwd) -> bool:
     return True
 
 
+def _make_dirs(folder: Path) -> None:
+    """Create ``folder`` and its missing parents as 0755 whatever the umask, so the server's
+    user can pass through them; refuse a /tmp/dbtools-* folder that someone else made."""
+    missing = []
+    step = folder
+    while not step.exists():
+        missing.append(step)
+        step = step.parent
+    for created in reversed(missing):
+        created.mkdir(mode=0o755)
+        created.chmod(0o755)
+    for step in (folder, *folder.parents):
+        if step.name.startswith("dbtools-") and step.parent == Path(tempfile.gettempdir()):
+            info = step.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+                raise LocalDatabaseError(
+                    f"refusing to use {step}: it is not a folder of this user's (a symlink, or "
+                    "made by someone else); remove it or set DBTOOLS_LOCAL_DIR"
+                )
+
+
 def _prepare_dir(folder: Path, mode: int = 0o755) -> None:
-    folder.mkdir(parents=True, exist_ok=True, mode=mode)
+    _make_dirs(folder.parent)
+    folder.mkdir(exist_ok=True, mode=mode)
+    folder.chmod(mode)
     user = _server_user()
     if user is not None:
-        os.chown(folder, user.pw_uid, user.pw_gid)
+        os.chown(folder, user.pw_uid, user.pw_gid, follow_symlinks=False)
 
 
 def _run_server_tool(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ all refuse, naming the file, once an applied migration has been edited.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +28,7 @@ from yoyo.connections import DatabaseURI
 
 from dbtools.config import describe, parse_url
 from dbtools.db import unavailable
-from dbtools.errors import MigrationError
+from dbtools.errors import DbToolsError, MigrationError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql"
 MIGRATION_TABLE = "_yoyo_migration"  # yoyo's default, so the yoyo command sees the same history
@@ -44,6 +44,7 @@ CREATE_CHECKSUMS = """
         recorded_at timestamptz NOT NULL DEFAULT now()
     )
 """
+YOYO_TABLE_EXISTS = "SELECT to_regclass('_yoyo_migration') IS NOT NULL"
 CHECKSUMS_EXIST = "SELECT to_regclass('_dbtools_migration_checksum') IS NOT NULL"
 SELECT_CHECKSUMS = "SELECT migration_id, sha256 FROM _dbtools_migration_checksum"
 RECORD_CHECKSUM = """
@@ -87,8 +88,8 @@ def ensure_database(url: str) -> bool:
             return False
         try:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-        except psycopg.errors.DuplicateDatabase:
-            return False
+        except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+            return False  # a racing caller created it first (the catalog's unique index says so)
         except psycopg.errors.InsufficientPrivilege as exc:
             raise MigrationError(
                 f"database {dbname!r} does not exist and user {conn.info.user!r} may not create "
@@ -105,9 +106,9 @@ def apply(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
     migrations = _read(migrations_dir)
     with _backend(url) as backend, backend.lock(), _bookkeeping(url) as conn:
         conn.execute(CREATE_CHECKSUMS)
-        applied = _verified(backend, conn, migrations)
+        unrecorded = _verify(conn, migrations, _applied_at(conn))
         for migration in migrations:  # applied outside dbtools (with yoyo): trust on first use
-            if migration.id in applied and applied[migration.id] is None:
+            if migration.id in unrecorded:
                 _record(conn, migration)
         pending = backend.to_apply(migrations)
         for migration in pending:
@@ -123,7 +124,7 @@ def rollback(url: str, count: int = 1, migrations_dir: Path = MIGRATIONS_DIR) ->
     migrations = _read(migrations_dir)
     with _backend(url) as backend, backend.lock(), _bookkeeping(url) as conn:
         conn.execute(CREATE_CHECKSUMS)
-        _verified(backend, conn, migrations)
+        _verify(conn, migrations, _applied_at(conn))
         targets = list(backend.to_rollback(migrations))[:count]
         for migration in targets:
             _run(backend.rollback_one, migration, "roll back")
@@ -134,14 +135,14 @@ def rollback(url: str, count: int = 1, migrations_dir: Path = MIGRATIONS_DIR) ->
 def status(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[MigrationState]:
     """Every migration in ``migrations_dir``, in order, with the time it was applied.
 
-    Changes nothing. Refuses (:class:`MigrationError`) if an applied migration's file was edited.
+    Only reads: a database that never saw a migration has everything pending and stays untouched.
+    Refuses (:class:`MigrationError`) if an applied migration's file was edited.
     """
     migrations = _read(migrations_dir)
-    with _backend(url) as backend, _bookkeeping(url) as conn:
-        _verified(backend, conn, migrations)
-        rows = backend.execute(APPLIED_AT).fetchall()
-    applied = {row[0]: row[1].replace(tzinfo=UTC) for row in rows}
-    return [MigrationState(m.id, Path(m.path), applied.get(m.id)) for m in migrations]
+    with _bookkeeping(url) as conn:
+        applied_at = _applied_at(conn)
+        _verify(conn, migrations, applied_at)
+    return [MigrationState(m.id, Path(m.path), applied_at.get(m.id)) for m in migrations]
 
 
 def file_checksum(path: Path) -> str:
@@ -149,24 +150,32 @@ def file_checksum(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _verified(
-    backend: Any, conn: psycopg.Connection[Any], migrations: Any
-) -> dict[str, str | None]:
-    """The applied migrations' recorded checksums (None: none recorded), after checking them."""
-    hashes = set(backend.get_applied_migration_hashes())
+def _applied_at(conn: psycopg.Connection[Any]) -> dict[str, datetime]:
+    """When each applied migration was applied, read from yoyo's table (absent: none applied)."""
+    if conn.execute(YOYO_TABLE_EXISTS).fetchone() != (True,):
+        return {}
+    rows = conn.execute(APPLIED_AT).fetchall()
+    return {row[0]: row[1].replace(tzinfo=UTC) for row in rows}
+
+
+def _verify(conn: psycopg.Connection[Any], migrations: Any, applied: Iterable[str]) -> set[str]:
+    """Check the applied migrations against their recorded checksums; return the applied ids
+    that have none recorded (applied by plain yoyo)."""
+    applied = set(applied)
     recorded: dict[str, str] = {}
     if conn.execute(CHECKSUMS_EXIST).fetchone() == (True,):
         recorded = dict(conn.execute(SELECT_CHECKSUMS).fetchall())
-    applied = {m.id: recorded.get(m.id) for m in migrations if m.hash in hashes}
     for migration in migrations:
-        expected = applied.get(migration.id)
-        if expected is not None and expected != file_checksum(Path(migration.path)):
+        expected = recorded.get(migration.id)
+        if migration.id not in applied or expected is None:
+            continue
+        if expected != file_checksum(Path(migration.path)):
             raise MigrationError(
                 f"{migration.path} was edited after it was applied (its sha256 no longer matches "
                 "the one recorded): never edit an applied migration, add a new one. If the edit "
                 "is deliberate and harmless, delete its row from _dbtools_migration_checksum"
             )
-    return applied
+    return {m.id for m in migrations if m.id in applied and m.id not in recorded}
 
 
 def _record(conn: psycopg.Connection[Any], migration: Any) -> None:
@@ -191,9 +200,9 @@ def _backend(url: str) -> Iterator[Any]:
     uri = DatabaseURI(_YOYO_SCHEME, None, None, None, None, params["dbname"], args)
     try:
         backend = get_backend_class(_YOYO_SCHEME)(uri, MIGRATION_TABLE)
-        backend.init_database()
-    except psycopg.OperationalError as exc:
-        raise unavailable(exc, params) from exc
+        backend.init_database()  # creates yoyo's tables: needs CREATE on the schema
+    except psycopg.Error as exc:
+        raise _database_error(exc, params) from exc
     with backend:
         try:
             yield backend
@@ -202,6 +211,8 @@ def _backend(url: str) -> Iterator[Any]:
                 f"another process is migrating {describe(params)} (yoyo_lock is held); "
                 "try again, or break a stale lock with `yoyo break-lock`"
             ) from exc
+        except psycopg.Error as exc:
+            raise _database_error(exc, params) from exc
 
 
 @contextmanager
@@ -213,7 +224,19 @@ def _bookkeeping(url: str) -> Iterator[psycopg.Connection[Any]]:
     except psycopg.OperationalError as exc:
         raise unavailable(exc, params) from exc
     with conn:
-        yield conn
+        try:
+            yield conn
+        except psycopg.Error as exc:
+            raise _database_error(exc, params) from exc
+
+
+def _database_error(exc: psycopg.Error, params: dict[str, Any]) -> DbToolsError:
+    """A lost connection is DatabaseUnavailable; any other failure (a missing privilege, say)
+    is a MigrationError that names the database and the server's reason."""
+    if isinstance(exc, psycopg.OperationalError) and (exc.sqlstate or "08").startswith("08"):
+        return unavailable(exc, params)
+    reason = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+    return MigrationError(f"cannot migrate {describe(params)}: {reason}")
 
 
 def _run(operation: Any, migration: Any, verb: str) -> None:

@@ -2,8 +2,10 @@
 
 ``write()`` keeps ``sql/schema/schema.sql`` (committed, for DBAs to read in review) equal to what
 the migrations build; ``check()`` compares that file, and a live database, with a fresh build and
-returns the differences as unified diffs. The file lives in ``sql/schema/``, not ``sql/``: yoyo
-would take any ``.sql`` file in ``sql/`` itself for a migration.
+returns the differences as unified diffs. The fresh build is made in a scratch database created,
+and dropped, on the same server, so the user needs CREATEDB there; the live database is only
+read. The file lives in ``sql/schema/``, not ``sql/``: yoyo would take any ``.sql`` file in
+``sql/`` itself for a migration.
 
 The dump leaves out yoyo's and dbtools' bookkeeping tables, ownership and privileges, and the lines
 that change from run to run (versions, ``\\restrict`` keys), so it does not churn.
@@ -12,6 +14,7 @@ that change from run to run (versions, ``\\restrict`` keys), so it does not chur
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import shutil
 import subprocess
@@ -20,14 +23,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from dbtools import localdb, migrations
-from dbtools.config import parse_url
+from dbtools.config import parse_url, url_with_dbname
 from dbtools.db import unavailable
 from dbtools.errors import DbToolsError, LocalDatabaseError
 
@@ -70,7 +72,8 @@ def dump(url: str) -> str:
         *(f"--exclude-table={pattern}" for pattern in _BOOKKEEPING_TABLES),
         f"--dbname={make_conninfo(**params)}",  # no password on the command line
     ]
-    env = {"PATH": "/usr/bin:/bin", **({"PGPASSWORD": password} if password else {})}
+    # The caller's libpq settings (PGUSER, PGSSLMODE, PGPASSFILE...) apply, as for every command.
+    env = os.environ | ({"PGPASSWORD": password} if password else {})
     result = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or ["pg_dump failed"])[-1]
@@ -139,23 +142,23 @@ def _pg_dump() -> str:
 
 @contextmanager
 def _scratch_database(url: str) -> Iterator[str]:
+    """A new, empty database on the server of ``url``, dropped afterwards (needs CREATEDB)."""
     params = parse_url(url)
     name = f"dbtools_schema_{uuid.uuid4().hex[:12]}"
-    admin: dict[str, Any] = params | {"dbname": "postgres"}
+    admin = parse_url(url_with_dbname(url, "postgres"))
     try:
         with psycopg.connect(**admin, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise DbToolsError(
+            f"building the schema needs a scratch database, and user {params.get('user', '?')!r} "
+            "may not create one: grant CREATEDB, or run this against a development server"
+        ) from exc
     except psycopg.OperationalError as exc:
         raise unavailable(exc, params) from exc
     try:
-        yield _with_dbname(url, name)
+        yield url_with_dbname(url, name)
     finally:
         with psycopg.connect(**admin, autocommit=True) as conn:
             drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             conn.execute(drop)
-
-
-def _with_dbname(url: str, dbname: str) -> str:
-    from urllib.parse import quote, urlsplit, urlunsplit
-
-    return urlunsplit(urlsplit(url)._replace(path="/" + quote(dbname, safe="")))

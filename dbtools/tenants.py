@@ -236,6 +236,10 @@ def list_tenants(
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIST_LIMIT_MAX:
         raise ValueError(f"limit must be an integer from 1 to {LIST_LIMIT_MAX}, not {limit!r}")
     statuses = [] if status is None else [TenantStatus(status).value]
+    if after is not None and not (
+        isinstance(after, str) and "\x00" not in after and _encodable(after)
+    ):
+        raise InvalidSlug(after, "`after` must be text without NUL characters or lone surrogates")
     with _reading(conn) as cur:
         cur.execute(LIST, {"after": after or "", "statuses": statuses, "limit": limit})
         return cur.fetchall()

@@ -3,10 +3,12 @@
 /*
   yoyo runs this file in one transaction, so SET LOCAL lasts exactly as long as the migration.
   A migration that has to wait for a lock gives up after lock_timeout instead of queueing every
-  query on the table behind it; statement_timeout bounds any single statement.
+  query on the table behind it; statement_timeout bounds any single statement. The backslash
+  escapes in the name rule below are regex escapes, which need standard_conforming_strings.
 */
 SET LOCAL lock_timeout = '5s';
 SET LOCAL statement_timeout = '60s';
+SET LOCAL standard_conforming_strings = on;
 
 CREATE TYPE tenant_status AS ENUM ('active', 'suspended');
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+from psycopg import sql
 from pytest_postgresql import factories
 
 from dbtools import config, localdb, migrations
@@ -52,6 +54,7 @@ def remove_cluster(cluster: localdb.Cluster) -> None:
     cluster.stop()
     moved = cluster.root.parent.name.startswith("dbtools-")
     shutil.rmtree(cluster.root.parent if moved else cluster.root, ignore_errors=True)
+    (cluster.root.parent / f".{cluster.root.name}.lock").unlink(missing_ok=True)
 
 
 def _load_migrations(*, dbname: str, **_: Any) -> None:
@@ -91,6 +94,16 @@ def conn(postgresql: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
 def db_url(postgresql: psycopg.Connection[Any]) -> str:
     """The URL of this test's freshly migrated database."""
     return url_for(postgresql.info.dbname)
+
+
+@pytest.fixture
+def missing_db_url() -> Iterator[str]:
+    """The URL of a database that does not exist yet on the test server; dropped afterwards."""
+    dbname = f"dbtools_new_{uuid.uuid4().hex[:8]}"
+    yield url_for(dbname)
+    with psycopg.connect(**(SERVER | {"dbname": "postgres"}), autocommit=True) as conn:
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+        conn.execute(drop)
 
 
 @pytest.fixture

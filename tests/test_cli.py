@@ -204,3 +204,18 @@ def test_dry_run_prints_pending_sql_and_applies_nothing(run_cli: Any, db_url: st
     assert migration["id"] == "0001_create-tenants"
     assert "CREATE TYPE tenant_status" in migration["sql"]
     assert run_cli("--database-url", db_url, "status").returncode == 3  # still pending
+
+
+def test_dry_run_and_status_leave_a_fresh_database_untouched(run_cli: Any, missing_db: str) -> None:
+    with psycopg.connect(**(SERVER | {"dbname": "postgres"}), autocommit=True) as conn:
+        dbname = config.parse_url(missing_db)["dbname"]
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    dry_run = run_cli("--database-url", missing_db, "migrate", "--dry-run")
+    assert dry_run.returncode == 0, dry_run.stderr
+    assert "CREATE TABLE tenants (" in dry_run.stdout
+    assert run_cli("--database-url", missing_db, "status").returncode == 3
+    with psycopg.connect(**config.parse_url(missing_db)) as conn:
+        count = conn.execute(
+            "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+        )
+        assert count.fetchone() == (0,)

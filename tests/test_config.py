@@ -88,3 +88,39 @@ def test_malformed_url_gives_a_clear_error_without_the_password(url: str, compla
 )
 def test_mask_url_hides_every_password(url: str, masked: str) -> None:
     assert config.mask_url(url) == masked
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:s3cr/et@db.example:5432/dbtools_system",
+        "postgresql://app:s3cr#et@db.example/dbtools_system",
+        "postgresql://app:s3cr?et@db.example/dbtools_system",
+        "postgresql://app:s3cr@et@db.example/dbtools_system",
+        "postgresql://app@db.example/dbtools_system?pass%77ord=s3cret",
+        "postgresql://app@db.example/dbtools_system?PASSWORD=s3cret",
+    ],
+)
+def test_awkward_passwords_are_masked_and_never_echoed(url: str) -> None:
+    assert "s3cr" not in config.mask_url(url)
+    assert "s3cr" not in error_of(url)
+
+
+def error_of(url: str) -> str:
+    """The message parse_url raises for ``url``, or "" if it parses."""
+    try:
+        config.parse_url(url)
+    except ConfigurationError as exc:
+        return str(exc)
+    return ""
+
+
+def test_url_with_dbname_replaces_the_database_wherever_it_was_written() -> None:
+    for url in (
+        "postgresql://u:pw@h:5433/old?sslmode=require",
+        "postgresql://u@/?host=/run/pg&dbname=old",
+        "postgresql:///old?host=/run/pg",
+    ):
+        params = config.parse_url(config.url_with_dbname(url, "new db"))
+        assert params["dbname"] == "new db"
+        assert params | {"dbname": "old"} == config.parse_url(url)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import psycopg
 import pytest
 
 from dbtools import config, db, tenants
-from dbtools.errors import ConfigurationError, DatabaseUnavailable
+from dbtools.errors import ConfigurationError, DatabaseUnavailable, InvalidSlug
 
 
 def test_connect_to_a_url(db_url: str) -> None:
@@ -50,3 +53,22 @@ def test_pool_on_an_unreachable_server_fails_at_creation() -> None:
     with pytest.raises(DatabaseUnavailable) as caught:
         db.create_pool("postgresql://u:Sekrit99@127.0.0.1:1/x", timeout=1.0)
     assert "Sekrit99" not in str(caught.value)
+
+
+def test_a_serialization_failure_is_not_database_unavailable(connect: Any, conn: Any) -> None:
+    """psycopg files it under OperationalError, but the connection is fine: the caller retries."""
+    tenants.create(conn, "acme", "Acme")
+    first = connect(autocommit=False)
+    first.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    assert tenants.get_by_slug(first, "acme") is not None  # takes the snapshot
+    tenants.suspend(conn, "acme")  # a concurrent, committed change
+    with pytest.raises(psycopg.errors.SerializationFailure):
+        tenants.update(first, "acme", name="Changed")
+    first.rollback()
+    assert tenants.get_by_slug(first, "acme") is not None  # the connection still works
+
+
+def test_list_after_that_postgresql_cannot_hold_is_invalid(conn: Any) -> None:
+    for after in ("a\x00", "a\ud800"):
+        with pytest.raises(InvalidSlug):
+            tenants.list_tenants(conn, after=after)

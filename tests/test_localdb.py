@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -101,3 +102,40 @@ def test_bindir_setting_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(localdb.BINDIR_VAR, str(real))
     monkeypatch.setattr(localdb, "SERVER_BIN_GLOBS", ())
     assert localdb.find_bindir() == real
+
+
+@pytest.mark.parametrize("name", ['with"quote', "with$(id)", "with`tick`", "with,comma", "it's"])
+def test_paths_a_shell_or_a_list_would_misread_move_to_tmp(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(localdb.LOCAL_DIR_VAR, str(tmp_path / name))
+    cluster = localdb.cluster("postgres")
+    assert name not in str(cluster.root)
+    assert cluster.root.parent.name.startswith("dbtools-")
+
+
+def test_starts_under_a_strict_umask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = Path(tempfile.gettempdir()) / f"dbtools-umask-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv(localdb.LOCAL_DIR_VAR, str(base / "new" / "folders"))
+    cluster = localdb.cluster("strict", durable=False)
+    old = os.umask(0o077)
+    try:
+        assert cluster.start() is True
+        assert cluster.is_running()
+    finally:
+        os.umask(old)
+        remove_cluster(cluster)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_tmp_folder_made_by_someone_else_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    deep = Path(tempfile.gettempdir()) / f"deep-{uuid.uuid4().hex[:8]}" / ("d" * 120)
+    monkeypatch.setenv(localdb.LOCAL_DIR_VAR, str(deep))
+    cluster = localdb.cluster("postgres")  # too long a socket path: moved to /tmp/dbtools-*
+    planted = cluster.root.parent
+    planted.symlink_to(Path(tempfile.gettempdir()))  # as another local user could
+    try:
+        with pytest.raises(LocalDatabaseError, match="refusing to use"):
+            cluster.start()
+    finally:
+        planted.unlink()

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import psycopg
 import pytest
@@ -140,3 +143,38 @@ def test_a_migration_applied_by_yoyo_alone_is_checksummed_on_the_next_migrate(
         assert recorded.fetchall() == [
             ("0001_create-tenants", migrations.file_checksum(folder / "0001_create-tenants.sql"))
         ]
+
+
+def test_status_of_a_fresh_database_creates_nothing(missing_db: str) -> None:
+    migrations.ensure_database(missing_db)
+    states = migrations.status(missing_db)
+    assert [(s.id, s.applied_at) for s in states] == [("0001_create-tenants", None)]
+    assert tables(missing_db) == set()  # not even yoyo's bookkeeping tables
+
+
+def test_concurrent_database_creation_creates_it_once(missing_db: str) -> None:
+    barrier = threading.Barrier(6)
+
+    def create(_: int) -> bool:
+        barrier.wait()
+        return migrations.ensure_database(missing_db)
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(create, range(6)))
+    assert sorted(results) == [False] * 5 + [True]
+
+
+def test_a_missing_privilege_is_a_migration_error(db_url: str) -> None:
+    role = f"dbtools_ro_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(**config.parse_url(db_url), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute("DROP TABLE yoyo_lock")  # yoyo must create it again, which needs CREATE
+        conn.execute(sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
+    try:
+        params = config.parse_url(db_url) | {"user": role}
+        as_role = "postgresql://?" + urlencode(params, quote_via=quote)
+        with pytest.raises(MigrationError, match=r"^cannot migrate database '"):
+            migrations.apply(as_role)
+    finally:
+        with psycopg.connect(**config.parse_url(db_url), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
+from psycopg import sql
 
-from dbtools import migrations, schema
+from dbtools import config, migrations, schema
 from tests.conftest import url_for
 
 
@@ -80,3 +82,28 @@ def test_check_catches_a_stale_schema_file(run_cli: Any, db_url: str, tmp_path: 
     assert f"+++ {stale}" in result.stdout
     assert "-    CONSTRAINT tenants_name_length_check" in result.stdout
     assert str(stale) in result.stderr
+
+
+def test_check_only_reads_the_database_it_checks(run_cli: Any, missing_db_url: str) -> None:
+    """A dbname in the query string must not become the scratch database that gets migrated."""
+    params = config.parse_url(missing_db_url)
+    query = f"host={quote(params['host'], safe='')}&port={params['port']}&dbname={params['dbname']}"
+    url = f"postgresql://{params['user']}@/?{query}"
+    with psycopg.connect(**(params | {"dbname": "postgres"}), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(params["dbname"])))
+    result = run_cli("--database-url", url, "schema", "check", "--file", str(schema.SCHEMA_FILE))
+    assert result.returncode == 1  # an empty database differs from the migrations' schema
+    with psycopg.connect(**params) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchone() == (0,)
+
+
+def test_a_url_without_a_host_part_works(run_cli: Any, db_url: str) -> None:
+    params = config.parse_url(db_url)
+    host = quote(params["host"], safe="")
+    url = (
+        f"postgresql:///{params['dbname']}?host={host}&port={params['port']}&user={params['user']}"
+    )
+    result = run_cli("--database-url", url, "schema", "check")
+    assert result.returncode == 0, result.stderr
