@@ -192,7 +192,8 @@ def get_by_slug(conn: psycopg.Connection[Any], slug: str) -> Tenant | None:
     if not is_valid_slug(slug):
         return None
     # The hot path, written out: no context-manager generators (bench/get_by_slug.py).
-    opens_transaction = conn.info.transaction_status == IDLE and not conn.autocommit
+    # conn.pgconn, not conn.info: the latter builds an object on every access.
+    opens_transaction = not conn.autocommit and conn.pgconn.transaction_status == IDLE
     try:
         with conn.cursor(row_factory=_tenant_row) as cur:
             cur.execute(GET_BY_SLUG, {"slug": slug})
@@ -430,7 +431,7 @@ def _contained(conn: psycopg.Connection[Any], *, savepoint: bool) -> Iterator[No
     is rolled back on failure. Outside a transaction it runs alone: in autocommit mode it is its
     own transaction; otherwise it opens one that holds nothing else, rolled back on failure.
     """
-    status = conn.info.transaction_status
+    status = conn.pgconn.transaction_status
     if status == INTRANS and savepoint:
         try:
             with conn.transaction():
