@@ -97,7 +97,7 @@ def db_url(postgresql: psycopg.Connection[Any]) -> str:
 
 
 @pytest.fixture
-def missing_db_url() -> Iterator[str]:
+def missing_db() -> Iterator[str]:
     """The URL of a database that does not exist yet on the test server; dropped afterwards."""
     dbname = f"dbtools_new_{uuid.uuid4().hex[:8]}"
     yield url_for(dbname)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -14,17 +12,7 @@ import pytest
 from psycopg import sql
 
 from dbtools import config, localdb
-from tests.conftest import SERVER, remove_cluster, url_for
-
-
-@pytest.fixture
-def missing_db() -> Iterator[str]:
-    dbname = f"dbtools_cli_{uuid.uuid4().hex[:8]}"
-    yield url_for(dbname)
-    with psycopg.connect(**(SERVER | {"dbname": "postgres"}), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
-        )
+from tests.conftest import SERVER, remove_cluster
 
 
 def test_migrate_creates_the_database_then_reports_nothing_pending(
@@ -32,7 +20,7 @@ def test_migrate_creates_the_database_then_reports_nothing_pending(
 ) -> None:
     first = run_cli("migrate", env={"DATABASE_URL": missing_db})
     assert first.returncode == 0, first.stderr
-    assert "created database 'dbtools_cli_" in first.stdout
+    assert "created database 'dbtools_new_" in first.stdout
     assert "applied 0001_create-tenants" in first.stdout
 
     second = run_cli("migrate", env={"DATABASE_URL": missing_db})
@@ -185,7 +173,7 @@ def run_cli_python(run_cli: Any, script: str, empty: Path) -> Any:
 def test_dry_run_on_a_missing_database_changes_nothing(run_cli: Any, missing_db: str) -> None:
     result = run_cli("--database-url", missing_db, "migrate", "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("-- would create database 'dbtools_cli_")
+    assert result.stdout.startswith("-- would create database 'dbtools_new_")
     assert "CREATE TABLE tenants (" in result.stdout
     dbname = config.parse_url(missing_db)["dbname"]
     with psycopg.connect(**(SERVER | {"dbname": "postgres"})) as conn:

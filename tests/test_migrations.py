@@ -6,7 +6,6 @@ import re
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from psycopg import sql
 
 from dbtools import config, localdb, migrations
 from dbtools.errors import DatabaseUnavailable, MigrationError
-from tests.conftest import SERVER, url_for
 
 
 def schema_dump(url: str) -> str:
@@ -42,17 +40,6 @@ def tables(url: str) -> set[str]:
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
         ).fetchall()
     return {row[0] for row in rows}
-
-
-@pytest.fixture
-def missing_db() -> Iterator[str]:
-    """The URL of a database that does not exist yet; dropped after the test if it was created."""
-    dbname = f"dbtools_new_{uuid.uuid4().hex[:8]}"
-    yield url_for(dbname)
-    with psycopg.connect(**(SERVER | {"dbname": "postgres"}), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
-        )
 
 
 def test_apply_rollback_apply_gives_an_identical_schema(db_url: str) -> None:

@@ -84,9 +84,9 @@ def test_check_catches_a_stale_schema_file(run_cli: Any, db_url: str, tmp_path: 
     assert str(stale) in result.stderr
 
 
-def test_check_only_reads_the_database_it_checks(run_cli: Any, missing_db_url: str) -> None:
+def test_check_only_reads_the_database_it_checks(run_cli: Any, missing_db: str) -> None:
     """A dbname in the query string must not become the scratch database that gets migrated."""
-    params = config.parse_url(missing_db_url)
+    params = config.parse_url(missing_db)
     query = f"host={quote(params['host'], safe='')}&port={params['port']}&dbname={params['dbname']}"
     url = f"postgresql://{params['user']}@/?{query}"
     with psycopg.connect(**(params | {"dbname": "postgres"}), autocommit=True) as conn:
