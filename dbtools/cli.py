@@ -387,20 +387,28 @@ def _db_url(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from dbtools import config, migrations
+    from dbtools import config
 
     url = _target_url(args)
     dbname = config.parse_url(url)["dbname"]
     if args.dry_run:
         return _migrate_dry_run(args, url, dbname)
-    created = migrations.ensure_database(url)
-    if created:
-        _note(args, f"created database {dbname!r}")
-    applied = migrations.apply(url)
+    created, applied = _create_and_apply(args, url)
     human = "\n".join(f"applied {migration_id}" for migration_id in applied)
     document = {"database": dbname, "created_database": created, "applied": applied}
     _emit(args, document, human or f"no pending migrations: {dbname!r} is up to date")
     return EXIT_OK
+
+
+def _create_and_apply(args: argparse.Namespace, url: str) -> tuple[bool, list[str]]:
+    """Create the database if missing (saying so), apply what is pending; what `migrate` and
+    `demo` share."""
+    from dbtools import config, migrations
+
+    created = migrations.ensure_database(url)
+    if created:
+        _note(args, f"created database {config.parse_url(url)['dbname']!r}")
+    return created, migrations.apply(url)
 
 
 def _migrate_dry_run(args: argparse.Namespace, url: str, dbname: str) -> int:
@@ -410,11 +418,7 @@ def _migrate_dry_run(args: argparse.Namespace, url: str, dbname: str) -> int:
     if exists:
         pending = [s for s in migrations.status(url) if s.applied_at is None]
     else:
-        pending = [
-            migrations.MigrationState(p.stem, p, None)
-            for p in sorted(migrations.MIGRATIONS_DIR.glob("*.sql"))
-            if not p.name.endswith(".rollback.sql")
-        ]
+        pending = migrations.listed()
     parts = [] if exists else [f"-- would create database {dbname!r}"]
     for state in pending:
         parts.append(f"-- {state.id} ({state.path})\n{state.path.read_text().rstrip()}\n")
@@ -477,13 +481,10 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from dbtools import config, migrations, seed, tenants
+    from dbtools import seed, tenants
 
-    args.database_url = url = _target_url(args)
-    created_database = migrations.ensure_database(url)
-    if created_database:
-        _note(args, f"created database {config.parse_url(url)['dbname']!r}")
-    applied = migrations.apply(url)
+    args.database_url = _target_url(args)
+    _, applied = _create_and_apply(args, args.database_url)
     for migration_id in applied:
         _note(args, f"applied {migration_id}")
     with _connect(args) as conn:

@@ -8,9 +8,12 @@ server-side prepared statements (PgBouncer in transaction pooling mode), for ins
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from dbtools.config import describe, parse_url, resolve_url
 from dbtools.errors import DatabaseUnavailable, NotMigrated
@@ -99,3 +102,55 @@ def is_connection_failure(conn: psycopg.Connection[Any], exc: psycopg.Error) -> 
     return isinstance(exc, psycopg.OperationalError) and (
         not sqlstate or sqlstate.startswith("08") or sqlstate in _SHUTDOWN_STATES
     )
+
+
+@contextmanager
+def contained(
+    conn: psycopg.Connection[Any], *, savepoint: bool, atomic: bool = False
+) -> Iterator[None]:
+    """Run the block so that, when it fails, the caller's connection is still usable and
+    nothing of the caller's is committed or rolled back. The rule, in one place:
+
+    - inside the caller's transaction, with ``savepoint``: in a savepoint, rolled back on failure;
+    - idle in autocommit mode: as it is (each statement its own transaction), or, with
+      ``atomic``, in one transaction of its own for all its statements;
+    - idle, not in autocommit: the block opens the caller's transaction, which holds nothing
+      else, so on failure it is rolled back; on success the commit is the caller's.
+
+    Server failures become dbtools errors (see :func:`server_error`); others pass unchanged.
+    """
+    status = conn.pgconn.transaction_status  # conn.info would build an object on every call
+    idle = status == TransactionStatus.IDLE
+    if (status == TransactionStatus.INTRANS and savepoint) or (idle and conn.autocommit and atomic):
+        try:
+            with conn.transaction():
+                yield
+        except psycopg.Error as exc:
+            raise_server_error(conn, exc, opened_transaction=False)
+            raise
+        return
+    opens_transaction = idle and not conn.autocommit
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise_server_error(conn, exc, opens_transaction)
+        raise
+    except BaseException:
+        if opens_transaction and not conn.closed:
+            with suppress(psycopg.Error):
+                conn.rollback()
+        raise
+
+
+def raise_server_error(
+    conn: psycopg.Connection[Any], exc: psycopg.Error, opened_transaction: bool
+) -> None:
+    """After ``exc``: roll back a transaction the failed statement opened, then raise the
+    dbtools error for ``exc`` if it is a server failure; else return, for the caller to map
+    ``exc`` or re-raise it."""
+    if opened_transaction and not conn.closed:
+        with suppress(psycopg.Error):
+            conn.rollback()
+    mapped = server_error(conn, exc)
+    if mapped is not None:
+        raise mapped from exc

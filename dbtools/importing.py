@@ -13,16 +13,14 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.pq import TransactionStatus
 
 from dbtools import tenants
-from dbtools.db import server_error
+from dbtools.db import contained
 from dbtools.errors import DbToolsError
 from dbtools.slugs import validate_slug
 
@@ -89,22 +87,12 @@ def import_csv(
     and the connection is usable. ``progress`` is called with the rows read, every 1,000 rows.
     """
     rows, errors = _read(path, progress)
-    status = conn.info.transaction_status
-    opens_transaction = status == TransactionStatus.IDLE and not conn.autocommit
     try:
-        with nullcontext() if opens_transaction else conn.transaction():
+        with contained(conn, savepoint=True, atomic=True):
             return _load(conn, path.name, rows, errors)
-    except BaseException as exc:
-        if opens_transaction and not conn.closed:
-            with suppress(psycopg.Error):
-                conn.rollback()
-        if isinstance(exc, psycopg.errors.UniqueViolation):  # another writer took a slug meanwhile
-            error = RowError(None, "another writer created one of these slugs meanwhile; try again")
-            raise ImportFailed(path.name, [error]) from exc
-        mapped = server_error(conn, exc) if isinstance(exc, psycopg.Error) else None
-        if mapped is not None:
-            raise mapped from exc
-        raise
+    except psycopg.errors.UniqueViolation as exc:  # another writer took a slug meanwhile
+        error = RowError(None, "another writer created one of these slugs meanwhile; try again")
+        raise ImportFailed(path.name, [error]) from exc
 
 
 def _load(

@@ -79,13 +79,11 @@ def ensure_database(url: str) -> bool:
     Connects to the maintenance database (``postgres``, else ``template1``) of the same server
     with the same credentials. Safe when two callers race: the loser finds the database there.
     """
+    if database_exists(url):
+        return False
     params = parse_url(url)
-    with suppress(psycopg.OperationalError), psycopg.connect(**params):
-        return False  # it exists and we may connect: nothing to do
     dbname = params["dbname"]
     with _maintenance_connection(params) as conn:
-        if conn.execute(DATABASE_EXISTS, (dbname,)).fetchone():
-            return False
         try:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
         except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
@@ -130,6 +128,11 @@ def rollback(url: str, count: int = 1, migrations_dir: Path = MIGRATIONS_DIR) ->
             _run(backend.rollback_one, migration, "roll back")
             conn.execute(FORGET_CHECKSUM, {"id": migration.id})
     return [m.id for m in targets]
+
+
+def listed(migrations_dir: Path = MIGRATIONS_DIR) -> list[MigrationState]:
+    """Every migration in ``migrations_dir``, in the order yoyo applies them, all pending."""
+    return [MigrationState(m.id, Path(m.path), None) for m in _read(migrations_dir)]
 
 
 def status(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[MigrationState]:

@@ -27,7 +27,7 @@ import enum
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any, LiteralString
 from uuid import UUID
 
@@ -36,7 +36,7 @@ from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from dbtools.db import server_error
+from dbtools.db import contained, raise_server_error
 from dbtools.errors import (
     DatabaseUnavailable,
     DuplicateSlug,
@@ -119,7 +119,6 @@ def _tenant_row(cursor: Any) -> Callable[[Sequence[Any]], Tenant]:
 
 
 IDLE = TransactionStatus.IDLE
-INTRANS = TransactionStatus.INTRANS
 
 GET_BY_SLUG: LiteralString = """
     SELECT id, slug, name, status, settings, created_at, updated_at
@@ -199,7 +198,7 @@ def get_by_slug(conn: psycopg.Connection[Any], slug: str) -> Tenant | None:
             cur.execute(GET_BY_SLUG, {"slug": slug})
             return cur.fetchone()
     except psycopg.Error as exc:
-        _raise_mapped(conn, exc, opens_transaction)
+        raise_server_error(conn, exc, opens_transaction)
         raise
 
 
@@ -402,7 +401,7 @@ def _reading(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Cursor[Tenant]]:
     """A cursor for one read. No savepoint, to keep the hot path at one round trip: a read fails
     only when the server does (timeout, lost connection, missing table), and then a transaction
     the caller had open is aborted, as with any failed statement."""
-    with _contained(conn, savepoint=False), conn.cursor(row_factory=_tenant_row) as cur:
+    with contained(conn, savepoint=False), conn.cursor(row_factory=_tenant_row) as cur:
         yield cur
 
 
@@ -410,7 +409,7 @@ def _reading(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Cursor[Tenant]]:
 def _writing(conn: psycopg.Connection[Any], slug: str) -> Iterator[psycopg.Cursor[Tenant]]:
     """A cursor for one write, with constraint violations mapped to dbtools errors."""
     try:
-        with _contained(conn, savepoint=True), conn.cursor(row_factory=_tenant_row) as cur:
+        with contained(conn, savepoint=True), conn.cursor(row_factory=_tenant_row) as cur:
             yield cur
     except pg_errors.UniqueViolation as exc:
         if exc.diag.constraint_name == SLUG_KEY:
@@ -420,49 +419,6 @@ def _writing(conn: psycopg.Connection[Any], slug: str) -> Iterator[psycopg.Curso
         mapped = _check_error(exc.diag.constraint_name, slug)
         if mapped is None:
             raise
-        raise mapped from exc
-
-
-@contextmanager
-def _contained(conn: psycopg.Connection[Any], *, savepoint: bool) -> Iterator[None]:
-    """Keep the caller's connection usable when the statement in the block fails.
-
-    Inside the caller's transaction, with ``savepoint``, the statement runs in a savepoint that
-    is rolled back on failure. Outside a transaction it runs alone: in autocommit mode it is its
-    own transaction; otherwise it opens one that holds nothing else, rolled back on failure.
-    """
-    status = conn.pgconn.transaction_status
-    if status == INTRANS and savepoint:
-        try:
-            with conn.transaction():
-                yield
-        except psycopg.Error as exc:
-            _raise_mapped(conn, exc, opened_transaction=False)
-            raise
-        return
-    opens_transaction = status == IDLE and not conn.autocommit
-    try:
-        yield
-    except psycopg.Error as exc:
-        _raise_mapped(conn, exc, opens_transaction)
-        raise
-    except BaseException:
-        if opens_transaction and not conn.closed:
-            conn.rollback()
-        raise
-
-
-def _raise_mapped(
-    conn: psycopg.Connection[Any], exc: psycopg.Error, opened_transaction: bool
-) -> None:
-    """Roll back a transaction our failed statement opened; raise the dbtools error for ``exc``
-    (a lost connection: DatabaseUnavailable, a missing table: NotMigrated), or return to let the
-    caller re-raise ``exc`` as it is."""
-    if opened_transaction and not conn.closed:
-        with suppress(psycopg.Error):
-            conn.rollback()
-    mapped = server_error(conn, exc)
-    if mapped is not None:
         raise mapped from exc
 
 
