@@ -1,9 +1,33 @@
-"""The exceptions dbtools raises: one base class, and one subclass for each thing a caller handles.
+"""Every exception dbtools raises: one base class, one subclass for each failure a caller handles.
 
-Messages name the offending value and the rule it broke; they never contain a password.
+The tree, and what the ``dbtools`` command exits with for each branch (``dbtools.cli.EXIT_CODES``
+is the one table that maps them)::
+
+    DbToolsError
+    ├── ConfigurationError        2  a malformed URL or setting
+    ├── PermissionDenied          5  the role lacks a privilege
+    ├── TryAgain                  4  nothing is wrong with the input: retrying may succeed
+    │   ├── Timeout                  lock_timeout or statement_timeout expired
+    │   ├── Conflict                 a serialization failure, a deadlock, a racing writer
+    │   ├── PoolExhausted            every connection of the pool is busy
+    │   └── MigrationLocked          another process holds the migration lock
+    ├── DatabaseUnavailable       3  the server cannot be reached, or the connection was lost
+    │   └── NotMigrated              the tables are missing: run ``dbtools migrate``
+    ├── MigrationError            3  a migration cannot be read, applied or rolled back
+    │   └── MigrationEdited          an applied migration's file was changed
+    ├── LocalDatabaseError        3  the embedded PostgreSQL cannot be set up, started or stopped
+    ├── ExternalToolError         3  a PostgreSQL program (pg_dump) is missing or failed
+    └── (domain errors)           1  InvalidSlug, InvalidTenant, DuplicateSlug, TenantNotFound,
+                                     ImportFailed, SchemaDrift
+
+Messages name the offending value and the rule it broke, in one line; they never contain a
+password. Errors that carry a value keep it as an attribute.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
 
 
 class DbToolsError(Exception):
@@ -11,23 +35,107 @@ class DbToolsError(Exception):
 
 
 class ConfigurationError(DbToolsError):
-    """The configuration (``DATABASE_URL``, a setting) is malformed."""
+    """The configuration (``DATABASE_URL``, a libpq parameter, a setting) is malformed."""
+
+
+class PermissionDenied(DbToolsError):
+    """The database role lacks a privilege the operation needs."""
+
+    def __init__(
+        self, reason: str, *, user: str | None = None, database: str | None = None
+    ) -> None:
+        who = ", ".join(
+            part
+            for part in (
+                f"user {user!r}" if user else "",
+                f"database {database!r}" if database else "",
+            )
+            if part
+        )
+        super().__init__(f"{reason} ({who})" if who else reason)
+        self.reason = reason
+        self.user = user
+        self.database = database
+
+
+class TryAgain(DbToolsError):
+    """Nothing is wrong with the request: the same call may succeed if it is made again."""
+
+
+class Timeout(TryAgain):
+    """A statement gave up waiting: ``kind`` is ``"lock"`` (lock_timeout) or ``"statement"``
+    (statement_timeout, or a cancel request)."""
+
+    def __init__(self, kind: str, reason: str, *, database: str | None = None) -> None:
+        setting = "lock_timeout" if kind == "lock" else "statement_timeout"
+        where = f" on database {database!r}" if database else ""
+        super().__init__(f"timed out{where} ({setting}): {reason}; try again")
+        self.kind = kind
+        self.setting = setting
+        self.reason = reason
+        self.database = database
+
+
+class Conflict(TryAgain):
+    """A concurrent change got in the way: a serialization failure, a deadlock, or a row that
+    kept changing under a read-then-write."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}; try again")
+        self.reason = reason
+
+
+class PoolExhausted(TryAgain):
+    """Every connection of the pool stayed busy for the whole wait."""
+
+
+class MigrationLocked(TryAgain):
+    """Another process holds the migration lock of this database."""
+
+    def __init__(
+        self, database: str, *, pid: int | None = None, since: datetime | None = None
+    ) -> None:
+        holder = f"process {pid}" if pid is not None else "another process"
+        held = f" since {since:%Y-%m-%d %H:%M:%S} UTC" if since is not None else ""
+        super().__init__(
+            f"{holder} has held the migration lock of database {database!r}{held}; try again "
+            "when it is done (if that process is dead, remove the lock with `yoyo break-lock`)"
+        )
+        self.database = database
+        self.pid = pid
+        self.since = since
 
 
 class DatabaseUnavailable(DbToolsError):
-    """The database server cannot be reached, or refused the connection."""
+    """The database server cannot be reached, refused the connection, or the connection was lost."""
 
 
 class NotMigrated(DatabaseUnavailable):
     """The database exists but lacks the schema: ``dbtools migrate`` has not been run."""
 
 
+class MigrationError(DbToolsError):
+    """A migration could not be read, applied or rolled back."""
+
+
+class MigrationEdited(MigrationError):
+    """A migration's file changed after it was applied (its sha256 no longer matches)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path} was edited after it was applied (its sha256 no longer matches the one "
+            "recorded): never edit an applied migration, add a new one. If the edit is "
+            "deliberate and harmless, delete its row from _dbtools_migration_checksum"
+        )
+        self.path = path
+
+
 class LocalDatabaseError(DbToolsError):
     """The embedded PostgreSQL cluster cannot be found, initialised, started or stopped."""
 
 
-class MigrationError(DbToolsError):
-    """A migration could not be read, applied or rolled back."""
+class ExternalToolError(DbToolsError):
+    """A PostgreSQL program that dbtools runs (``pg_dump``) is missing or failed."""
 
 
 class InvalidSlug(DbToolsError, ValueError):
@@ -63,3 +171,42 @@ class TenantNotFound(DbToolsError, LookupError):
     def __init__(self, slug: str) -> None:
         super().__init__(f"no tenant with slug {slug!r}")
         self.slug = slug
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One bad row of an import: its line in the file (the header is line 1; None: the whole
+    file) and what is wrong with it."""
+
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return self.message if self.line is None else f"line {self.line}: {self.message}"
+
+
+class ImportFailed(DbToolsError):
+    """A CSV file has bad rows; nothing was imported. ``errors`` lists every one."""
+
+    def __init__(self, source: str, errors: list[RowError]) -> None:
+        count = f"{len(errors)} bad row{'s' if len(errors) != 1 else ''}"
+        super().__init__(f"{source}: {count}, nothing imported")
+        self.source = source
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One schema that differs from what the migrations build: what it is, and the unified diff."""
+
+    subject: str
+    diff: str
+
+
+class SchemaDrift(DbToolsError):
+    """A schema (the committed file, or a live database) differs from what the migrations build."""
+
+    def __init__(self, differences: list[Difference]) -> None:
+        names = ", ".join(d.subject for d in differences)
+        super().__init__(f"the schema differs from what the migrations produce: {names}")
+        self.differences = differences
