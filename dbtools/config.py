@@ -1,162 +1,302 @@
-"""Where the database URL comes from, and how it is checked and shown.
+"""Where the database is: a :class:`Target`, parsed and checked once, at the edge.
 
-Order of precedence: an explicit URL, then ``DATABASE_URL`` in the environment, then
-``DATABASE_URL`` in a ``.env`` file (found from the current directory upwards), then the embedded
-PostgreSQL cluster of :mod:`dbtools.localdb`, started on demand. URLs are shown only through
-:func:`mask_url`, so a password never reaches a message or a log.
+A ``Target`` holds validated libpq connection parameters. It is made once per invocation, by
+:func:`resolve`, the one policy for where the database comes from:
+
+1. an explicit URL (the ``--database-url`` option, or the argument of ``db.connect()``);
+2. ``DATABASE_URL`` in the environment;
+3. ``DATABASE_URL`` in a ``.env`` file, found from the current directory upwards;
+4. the embedded PostgreSQL cluster of :mod:`dbtools.localdb`, started on demand.
+
+Everything below takes the ``Target``: nothing parses a URL string after this module. A password
+is never shown: messages describe a target from its parsed parameters (:meth:`Target.describe`),
+and the errors of a URL that cannot be parsed quote nothing of it.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import re
-from typing import Any
-from urllib.parse import quote, unquote, urlencode
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from urllib.parse import quote, urlencode
 
 import psycopg
-from dotenv import dotenv_values, find_dotenv
-from psycopg.conninfo import conninfo_to_dict
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from dbtools.errors import ConfigurationError
 
 DATABASE_URL_VAR = "DATABASE_URL"
 DEFAULT_DBNAME = "dbtools_system"
+# Seconds libpq waits for a server to answer, unless the URL or PGCONNECT_TIMEOUT says otherwise.
+CONNECT_TIMEOUT = 10
 
-# yoyo needs the driver in the scheme (postgresql+psycopg://); libpq knows only these two.
+_logger = logging.getLogger("dbtools")
+
+# yoyo needs the driver in the scheme; libpq knows only postgresql:// and postgres://.
 _SCHEMES = ("postgresql", "postgres")
-_DRIVER_SUFFIX = "+psycopg"
-_MASK = "***"
-_keyword_password = re.compile(r"""(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)""")
+_YOYO_SCHEME = "postgresql+psycopg"
+# Parameters with a fixed set of values, which libpq checks only when it connects.
+_CHOICES = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "target_session_attrs": (
+        "any",
+        "read-write",
+        "read-only",
+        "primary",
+        "standby",
+        "prefer-standby",
+    ),
+    "gssencmode": ("disable", "prefer", "require"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "load_balance_hosts": ("disable", "random"),
+}
+_INTEGERS = (
+    "connect_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+)
+_INTEGER = re.compile(r"\s*-?\d+\s*")
+_ENCODING_HINT = (
+    "percent-encode special characters in the user name and password "
+    "(space %20, / %2F, ? %3F, # %23, @ %40, : %3A, % %25)"
+)
 
 
-def configured_url() -> str | None:
-    """``DATABASE_URL`` from the environment, else from a ``.env`` file; ``None`` if neither."""
+@dataclass(frozen=True, repr=False)
+class Target:
+    """A database to connect to: validated libpq parameters, and where they came from.
+
+    Make one with :meth:`from_url` or :func:`resolve`; use :meth:`connect_kwargs` for psycopg,
+    :meth:`with_dbname` for another database on the same server, :attr:`yoyo_url` for yoyo, and
+    :meth:`describe` (never the parameters themselves) in messages.
+    """
+
+    parameters: tuple[tuple[str, str], ...]
+    origin: str = "the database URL"
+
+    @classmethod
+    def from_url(cls, url: str, *, origin: str = "the database URL") -> Target:
+        """Parse a ``postgresql://`` (or ``postgres://``, ``postgresql+psycopg://``) URL, or a
+        libpq ``key=value`` connection string, and check it.
+
+        Raises :class:`ConfigurationError` with a one-line reason that quotes nothing of a
+        password. A URL that libpq would read in a surprising way (an unencoded ``@`` or ``/``
+        in the password) is refused rather than guessed at.
+        """
+        text = url.strip()
+        if not text:
+            raise ConfigurationError(f"{origin} is empty")
+        scheme, sep, rest = text.partition("://")
+        if sep:
+            base = scheme.lower().removesuffix("+psycopg")
+            if base not in _SCHEMES:
+                raise ConfigurationError(
+                    f"{origin} must start with postgresql:// (or postgresql+psycopg://), "
+                    f"not {scheme[:20]}://"
+                )
+            _check_url_shape(rest, origin)
+            text = f"{base}://{rest}"
+        try:
+            params = conninfo_to_dict(text)
+        except psycopg.ProgrammingError:
+            # libpq quotes the text it choked on, which may hold a password: say it our way.
+            raise ConfigurationError(
+                f"{origin} is not a valid PostgreSQL URL or connection string: check the "
+                f"parameter names (lowercase, as libpq spells them) and {_ENCODING_HINT}"
+            ) from None
+        return cls.from_params(origin=origin, **{k: str(v) for k, v in params.items()})
+
+    @classmethod
+    def from_params(cls, *, origin: str = "the database URL", **params: str | int) -> Target:
+        """A target from libpq keyword parameters, checked like a parsed URL."""
+        values = {key: str(value) for key, value in params.items() if value is not None}
+        _check_params(values, origin)
+        return cls(tuple(sorted(values.items())), origin)
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The libpq parameters (a copy)."""
+        return dict(self.parameters)
+
+    @property
+    def dbname(self) -> str:
+        return self.params["dbname"]
+
+    @property
+    def user(self) -> str | None:
+        return self.params.get("user")
+
+    @property
+    def password(self) -> str | None:
+        return self.params.get("password")
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """Every ``host:port`` libpq will try, in order (one for a plain URL)."""
+        params = self.params
+        hosts = (params.get("host") or params.get("hostaddr") or "").split(",")
+        ports = (params.get("port") or "").split(",")
+        if len(ports) == 1:
+            ports *= len(hosts)
+        return tuple(
+            f"{host or 'the default host'}:{port or '5432'}"
+            for host, port in zip(hosts, ports, strict=False)
+        )
+
+    def with_dbname(self, dbname: str) -> Target:
+        """The same server and credentials, another database."""
+        return Target(tuple(sorted((self.params | {"dbname": dbname}).items())), self.origin)
+
+    def connect_kwargs(self) -> dict[str, str]:
+        """Keyword arguments for ``psycopg.connect``: the parameters, plus a ``connect_timeout``
+        of :data:`CONNECT_TIMEOUT` seconds unless the URL or ``PGCONNECT_TIMEOUT`` sets one."""
+        params = self.params
+        if "connect_timeout" not in params and not os.environ.get("PGCONNECT_TIMEOUT"):
+            params["connect_timeout"] = str(CONNECT_TIMEOUT)
+        return params
+
+    def conninfo(self) -> str:
+        """A ``key=value`` connection string without the password, for programs such as
+        pg_dump (give them the password through ``PGPASSWORD``)."""
+        params = self.connect_kwargs()
+        params.pop("password", None)
+        return make_conninfo(**params)
+
+    def url(self) -> str:
+        """The libpq URL of this target, password included: for programs, never for messages."""
+        params = self.params
+        user = params.pop("user", "")
+        password = params.pop("password", None)
+        dbname = params.pop("dbname")
+        userinfo = quote(user, safe="")
+        if password is not None:
+            userinfo += ":" + quote(password, safe="")
+        query = urlencode(params, quote_via=quote, safe="/")
+        return f"postgresql://{userinfo}{'@' if userinfo else ''}/{quote(dbname, safe='')}" + (
+            f"?{query}" if query else ""
+        )
+
+    @property
+    def yoyo_url(self) -> str:
+        """The ``postgresql+psycopg://`` URL yoyo needs (every parameter in the query string,
+        which yoyo decodes; it does not decode the path). Holds the password."""
+        return f"{_YOYO_SCHEME}://?" + urlencode(self.connect_kwargs(), quote_via=quote)
+
+    def describe(self) -> str:
+        """Where this target points, for messages: ``database 'x' on host:port``."""
+        return f"database {self.dbname!r} on {', '.join(self.hosts)}"
+
+    def __repr__(self) -> str:
+        return f"<Target {self.describe()} from {self.origin}>"
+
+
+def resolve(
+    url: str | Target | None = None,
+    *,
+    origin: str = "the database URL",
+    note: Callable[[str], None] | None = None,
+) -> Target:
+    """The target to use: ``url`` if given, else ``DATABASE_URL`` (environment, then ``.env``),
+    else the embedded cluster, which is initialised and started if need be.
+
+    ``note`` is told, in one line, when the embedded cluster had to be started (default: the
+    ``dbtools`` logger at INFO level).
+    """
+    if isinstance(url, Target):
+        return url
+    if url:
+        return Target.from_url(url, origin=origin)
+    configured = configured_url()
+    if configured is not None:
+        text, where = configured
+        return Target.from_url(text, origin=where)
+    from dbtools import localdb  # only needed, and only imported, when nothing is configured
+
+    cluster = localdb.default_cluster()
+    if cluster.start():
+        (note or _logger.info)(
+            f"started the embedded PostgreSQL (socket in {cluster.placement.socket_dir})"
+        )
+    return cluster.target(DEFAULT_DBNAME)
+
+
+def configured_url() -> tuple[str, str] | None:
+    """``DATABASE_URL`` and where it was found (environment, else a ``.env`` file), or None."""
     url = os.environ.get(DATABASE_URL_VAR)
     if url:
-        return url
-    dotenv_path = find_dotenv(usecwd=True)
-    if dotenv_path:
-        return dotenv_values(dotenv_path).get(DATABASE_URL_VAR) or None
+        return url, DATABASE_URL_VAR
+    from dotenv import dotenv_values, find_dotenv
+
+    path = find_dotenv(usecwd=True)
+    if path:
+        url = dotenv_values(path).get(DATABASE_URL_VAR)
+        if url:
+            return url, f"{DATABASE_URL_VAR} in {path}"
     return None
 
 
-def resolve_url(url: str | None = None) -> str:
-    """The URL to use: ``url`` if given, else the configured one, else the embedded cluster's.
-
-    The embedded cluster is initialised and started when it is the answer and not yet running.
-    """
-    if url:
-        return url
-    url = configured_url()
-    if url:
-        return url
-    from dbtools import localdb  # only needed, and only imported, when nothing is configured
-
-    return localdb.default_cluster().ensure_running().url(DEFAULT_DBNAME)
-
-
-def parse_url(url: str) -> dict[str, Any]:
-    """Check ``url`` and return its libpq connection parameters; it must name a database.
-
-    Accepts ``postgresql://``, ``postgres://`` and yoyo's ``postgresql+psycopg://``. Raises
-    :class:`ConfigurationError` with a one-line reason that never includes the password.
-    """
-    conninfo = libpq_url(url)
-    has_password = _password_in(url) is not None
-    try:
-        params = conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError as exc:
-        # libpq quotes the text it choked on, which may be a piece of the password: then say less.
-        reason = (
-            "check the host, the port and the percent-encoding of the password "
-            "(/ ? # @ : and % in it must be written %2F %3F %23 %40 %3A %25)"
-            if has_password
-            else str(exc).strip().splitlines()[0]
-        )
+def _check_url_shape(rest: str, origin: str) -> None:
+    """Refuse the URLs libpq reads differently from what was meant: an unencoded ``@`` or
+    ``/`` in the password makes libpq take part of the password for the host, the port or
+    the database name."""
+    authority_and_path = rest.split("?", 1)[0]
+    authority, slash, path = authority_and_path.partition("/")
+    if authority.count("@") > 1 or (slash and "@" in path):
         raise ConfigurationError(
-            f"{DATABASE_URL_VAR} is not a valid PostgreSQL URL ({mask_url(url)}): {reason}"
-        ) from None
-    ports = str(params.get("port") or "")
-    if ports and not all(port.isdigit() for port in ports.split(",")):
-        shown = "" if has_password else f" {ports!r}"
-        raise ConfigurationError(
-            f"{DATABASE_URL_VAR} has an invalid port{shown} ({mask_url(url)}): use a number"
+            f"{origin} has an '@' or '/' where libpq cannot tell the password from the host: "
+            f"{_ENCODING_HINT}"
         )
+
+
+def _check_params(params: Mapping[str, str], origin: str) -> None:
+    """Check the values libpq would only reject when connecting; quote none of them."""
     if not params.get("dbname"):
         raise ConfigurationError(
-            f"{DATABASE_URL_VAR} names no database ({mask_url(url)}): "
-            "add one as the path, e.g. postgresql://user@host/dbtools_system"
+            f"{origin} names no database: add one as the path, "
+            "e.g. postgresql://user@host/dbtools_system"
         )
-    return {key: str(value) for key, value in params.items() if value is not None}
-
-
-def libpq_url(url: str) -> str:
-    """``url`` in the form libpq reads: ``postgresql+psycopg://`` becomes ``postgresql://``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise ConfigurationError(  # not echoed: it may be a conninfo string with a password
-            f"{DATABASE_URL_VAR} must be a URL starting with postgresql://"
-        )
-    base = scheme.lower().removesuffix(_DRIVER_SUFFIX)
-    if base not in _SCHEMES:
+    host_lists = [params[key].split(",") for key in ("host", "hostaddr") if key in params]
+    if any("@" in host for hosts in host_lists for host in hosts):
+        raise ConfigurationError(f"{origin} has an '@' in the host name: {_ENCODING_HINT}")
+    ports = params.get("port", "").split(",")
+    if not all(port == "" or (port.isdigit() and 0 < int(port) < 65536) for port in ports):
+        raise ConfigurationError(f"{origin} has an invalid port: use a number from 1 to 65535")
+    host_count = max((len(hosts) for hosts in host_lists), default=1)
+    if len(ports) not in (1, host_count):
         raise ConfigurationError(
-            f"{DATABASE_URL_VAR} must start with postgresql:// (or postgresql+psycopg://), "
-            f"not {scheme}://"
+            f"{origin} lists {host_count} hosts and {len(ports)} ports: give one port, "
+            "or one for each host"
         )
-    return f"{base}://{rest}"
+    for key, value, where in _effective(params, (*_CHOICES, *_INTEGERS), origin):
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise ConfigurationError(f"{where}: {key} must be one of {', '.join(_CHOICES[key])}")
+        if key in _INTEGERS and not _INTEGER.fullmatch(value):
+            raise ConfigurationError(f"{where}: {key} must be a whole number")
 
 
-def mask_url(url: str) -> str:
-    """``url`` (or a ``key=value`` conninfo string) with any password replaced by ``***``.
-
-    Errs on the side of hiding: everything between ``user:`` and the last ``@`` is masked, even
-    where a password with an unencoded ``/``, ``?`` or ``#`` would confuse a URL parser.
-    """
-    if "://" not in url:
-        return _keyword_password.sub(rf"\g<1>{_MASK}", url)
-    scheme, _, rest = url.partition("://")
-    at = rest.rfind("@")
-    if at != -1:
-        user, colon, _ = rest[:at].partition(":")
-        if colon:
-            rest = f"{user}:{_MASK}{rest[at:]}"
-    head, question, query = rest.partition("?")
-    if question:
-        query = "&".join(_masked_param(param) for param in query.split("&"))
-    return f"{scheme}://{head}{question}{query}"
+def _effective(
+    params: Mapping[str, str], keys: tuple[str, ...], origin: str
+) -> Iterator[tuple[str, str, str]]:
+    """Each of ``keys`` with the value libpq will use: from the URL, else its ``PG*`` variable."""
+    envvars = _libpq_envvars()
+    for key in keys:
+        if key in params:
+            yield key, params[key], origin
+        elif envvars.get(key) and os.environ.get(envvars[key]):
+            yield key, os.environ[envvars[key]], f"the environment variable {envvars[key]}"
 
 
-def describe(params: dict[str, Any]) -> str:
-    """A short, password-free description of where ``params`` point, for messages."""
-    host = params.get("host") or params.get("hostaddr") or "the default host"
-    where = f"{host}:{params['port']}" if params.get("port") else host
-    return f"database {params.get('dbname', '?')!r} on {where}"
-
-
-def _password_in(url: str) -> str | None:
-    """The password written in ``url``'s user part (as mask_url finds it), if any."""
-    rest = url.partition("://")[2]
-    at = rest.rfind("@")
-    password = rest[:at].partition(":")[2] if at != -1 else ""
-    query = rest.partition("?")[2]
-    for param in query.split("&"):
-        key, _, value = param.partition("=")
-        if unquote(key).strip().lower() == "password":
-            password = password or value
-    return password or None
-
-
-def _masked_param(param: str) -> str:
-    key, equals, _ = param.partition("=")
-    return f"{key}={_MASK}" if equals and unquote(key).strip().lower() == "password" else param
-
-
-def url_with_dbname(url: str, dbname: str) -> str:
-    """``url`` pointed at another database on the same server, with the same credentials.
-
-    Rebuilt from the parsed parameters (all as query parameters), so a ``dbname`` in the query
-    string, or a URL without a host part, cannot leave the original database in place.
-    """
-    params = parse_url(url) | {"dbname": dbname}
-    query = urlencode({key: str(value) for key, value in params.items()}, quote_via=quote)
-    return f"postgresql://?{query}"
+@functools.cache
+def _libpq_envvars() -> dict[str, str]:
+    """libpq's keywords and the environment variables it reads them from."""
+    return {
+        option.keyword.decode(): option.envvar.decode() if option.envvar else ""
+        for option in pq.Conninfo.get_defaults()
+    }

@@ -1,102 +1,167 @@
-"""Connections to the system database, and the translation of connection failures.
+"""Connections to the system database, the transaction scopes of data-access calls, and what
+psycopg's errors mean.
 
-``connect()`` gives one connection, ``create_pool()`` a pool for long-running services. Both take
-an explicit URL or fall back on the configuration (``DATABASE_URL``, ``.env``, the embedded
-cluster). Extra keyword arguments reach psycopg untouched: ``prepare_threshold=None`` turns off
-server-side prepared statements (PgBouncer in transaction pooling mode), for instance.
+- :func:`connect`, :func:`create_pool` and :func:`maintenance_connection` open connections on a
+  :class:`~dbtools.config.Target` (or a URL, or the configuration). Extra keyword arguments
+  reach psycopg: ``prepare_threshold=None`` turns off server-side prepared statements, say.
+- :func:`scope` runs a data-access call in one of three :class:`Scope` s, so that a failure
+  leaves the caller's connection usable and nothing of the caller's is committed or rolled back.
+  :func:`opens_transaction` is the one rule for "this call opens the caller's transaction".
+- :func:`server_failure` maps the failures that come from the server rather than the data (a
+  lost connection, a missing table, a missing privilege): the data-access layer raises these as
+  dbtools errors. :func:`error_for` also maps what is the caller's to retry (timeouts,
+  serialization failures, deadlocks); only code that owns its connection, such as the
+  ``dbtools`` command and the migrations, uses it: inside an application's transaction those stay
+  psycopg's own errors, for the application's retry loop.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import TYPE_CHECKING, Any
+from typing import Any, NoReturn
 
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
+from psycopg.rows import TupleRow
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from dbtools.config import describe, parse_url, resolve_url
-from dbtools.errors import DatabaseUnavailable, NotMigrated
-
-if TYPE_CHECKING:
-    from psycopg.rows import TupleRow
-    from psycopg_pool import ConnectionPool
-
+from dbtools.config import Target, resolve
+from dbtools.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    DbToolsError,
+    NotMigrated,
+    PermissionDenied,
+    PoolExhausted,
+    Timeout,
+)
 
 # admin_shutdown, crash_shutdown, cannot_connect_now: the server is going away or not ready.
 _SHUTDOWN_STATES = frozenset({"57P01", "57P02", "57P03"})
+# Databases to connect to for CREATE DATABASE and friends, in order of preference.
+MAINTENANCE_DBS = ("postgres", "template1")
+_IDLE = TransactionStatus.IDLE
+_INTRANS = TransactionStatus.INTRANS
 
 
-def connect(url: str | None = None, **kwargs: Any) -> psycopg.Connection[TupleRow]:
-    """Open a connection to ``url`` (default: the configured database).
+def connect(target: Target | str | None = None, **kwargs: Any) -> psycopg.Connection[TupleRow]:
+    """Open a connection to ``target`` (a Target or URL; default: the configured database).
 
     Raises :class:`ConfigurationError` for a malformed URL and :class:`DatabaseUnavailable` when
     the server cannot be reached or refuses the connection; neither message shows the password.
     """
-    params = parse_url(resolve_url(url))
+    target = resolve(target)
     try:
-        return psycopg.connect(**params, **kwargs)
+        return psycopg.connect(**(target.connect_kwargs() | kwargs))
     except psycopg.OperationalError as exc:
-        raise unavailable(exc, params) from exc
+        raise unavailable(
+            exc, target.describe(), connecting=True, password=target.password
+        ) from exc
+
+
+@contextmanager
+def maintenance_connection(target: Target) -> Iterator[psycopg.Connection[TupleRow]]:
+    """An autocommit connection to the maintenance database of ``target``'s server (``postgres``,
+    else ``template1``), with the same credentials: for creating and dropping databases."""
+    failures: list[DatabaseUnavailable] = []
+    for dbname in MAINTENANCE_DBS:
+        try:
+            conn = connect(target.with_dbname(dbname), autocommit=True)
+        except DatabaseUnavailable as exc:
+            failures.append(exc)
+            continue
+        with conn:
+            yield conn
+        return
+    raise failures[0]
+
+
+class Pool(ConnectionPool[psycopg.Connection[TupleRow]]):
+    """A ``psycopg_pool.ConnectionPool`` on a Target whose ``connection()`` fails with dbtools
+    errors: :class:`DatabaseUnavailable` when the pool cannot connect (an outage) and
+    :class:`PoolExhausted` when every connection stayed busy, instead of ``PoolTimeout``."""
+
+    def __init__(self, target: Target, **kwargs: Any) -> None:
+        self.target = target
+        super().__init__(**kwargs)
+
+    def getconn(self, timeout: float | None = None) -> psycopg.Connection[TupleRow]:
+        failures_before = self.get_stats().get("connections_errors", 0)
+        try:
+            return super().getconn(timeout)
+        except PoolTimeout as exc:
+            stats = self.get_stats()
+            waited = self.timeout if timeout is None else timeout
+            failing = stats.get("connections_errors", 0) > failures_before
+            if failing or stats["pool_size"] < max(self.min_size, 1):
+                raise DatabaseUnavailable(
+                    f"cannot connect to {self.target.describe()}: the pool had no working "
+                    f"connection within {waited:g} s"
+                ) from exc
+            raise PoolExhausted(
+                f"all {stats['pool_size']} connections of the pool to {self.target.describe()} "
+                f"stayed busy for {waited:g} s: try again, or give the pool a larger max_size"
+            ) from exc
 
 
 def create_pool(
-    url: str | None = None, *, min_size: int = 1, max_size: int | None = None, **kwargs: Any
-) -> ConnectionPool[psycopg.Connection[TupleRow]]:
-    """A ``psycopg_pool.ConnectionPool`` on ``url`` (default: the configured database).
+    target: Target | str | None = None,
+    *,
+    min_size: int = 1,
+    max_size: int | None = None,
+    **kwargs: Any,
+) -> Pool:
+    """A connection :class:`Pool` on ``target`` (default: the configured database).
 
     The pool is opened, and waits for its first connection so a wrong URL fails here, not on the
-    first request. Use it as a context manager, or close it when the service stops.
+    first request. Use it as a context manager, or close it when the service stops. Other keyword
+    arguments go to ``psycopg_pool.ConnectionPool`` (``kwargs=`` to each connection).
     """
-    from psycopg_pool import ConnectionPool, PoolTimeout
-
-    params = parse_url(resolve_url(url))
-    pool: ConnectionPool[psycopg.Connection[TupleRow]] = ConnectionPool(
-        kwargs=params | kwargs.pop("kwargs", {}),
+    target = resolve(target)
+    pool = Pool(
+        target,
+        kwargs=target.connect_kwargs() | kwargs.pop("kwargs", {}),
         min_size=min_size,
         max_size=max_size,
         open=False,
         **kwargs,
     )
+    wait = kwargs.get("timeout", 30.0)
     try:
-        pool.open(wait=True, timeout=kwargs.get("timeout", 30.0))
+        pool.open(wait=True, timeout=wait)
     except PoolTimeout as exc:
         pool.close()
-        raise DatabaseUnavailable(f"cannot connect to {describe(params)}: {exc}") from exc
+        raise DatabaseUnavailable(
+            f"cannot connect to {target.describe()}: no connection within {wait:g} s"
+        ) from exc
     return pool
 
 
-def unavailable(exc: psycopg.Error, params: dict[str, Any]) -> DatabaseUnavailable:
-    """A one-line :class:`DatabaseUnavailable` for a failed connection, password removed."""
+# -- what a failure means --------------------------------------------------------------------
+
+
+def unavailable(
+    exc: psycopg.Error, where: str, *, connecting: bool, password: str | None = None
+) -> DatabaseUnavailable:
+    """A one-line :class:`DatabaseUnavailable` for a failed or lost connection to ``where``."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     reason = lines[0] if lines else type(exc).__name__
-    password = params.get("password")
-    if password:
+    if password:  # libpq does not echo passwords; this only guards against a future one that does
         reason = reason.replace(password, "***")
-    return DatabaseUnavailable(f"cannot connect to {describe(params)}: {reason}")
+    verb = "cannot connect to" if connecting else "lost the connection to"
+    return DatabaseUnavailable(f"{verb} {where}: {reason}")
 
 
-def server_error(conn: psycopg.Connection[Any], exc: psycopg.Error) -> DatabaseUnavailable | None:
-    """The dbtools error for a statement that failed because of the server rather than the data:
-    a lost connection (:class:`DatabaseUnavailable`) or a missing table (:class:`NotMigrated`).
-    None for anything else (constraint violations, serialization failures, timeouts...), which
-    the caller maps or re-raises as it is."""
-    dbname = "?" if conn.closed else conn.info.dbname
-    if isinstance(exc, psycopg.errors.UndefinedTable):
-        reason = exc.diag.message_primary or "a table is missing"
-        return NotMigrated(f"database {dbname!r} is not migrated ({reason}): run `dbtools migrate`")
-    if is_connection_failure(conn, exc):
-        return unavailable(exc, {"dbname": dbname})
-    return None
-
-
-def is_connection_failure(conn: psycopg.Connection[Any], exc: psycopg.Error) -> bool:
+def is_connection_failure(exc: psycopg.Error, conn: psycopg.Connection[Any] | None = None) -> bool:
     """Whether ``exc`` means the connection is gone, rather than that one statement failed.
 
     psycopg files serialization failures, deadlocks, lock and statement timeouts under
-    OperationalError too; those leave the connection working and are the caller's to retry.
+    OperationalError too; those leave the connection working.
     """
-    if conn.closed:  # also true once libpq saw the connection break
+    if conn is not None and conn.closed:  # also true once libpq saw the connection break
         return True
     sqlstate = exc.sqlstate or ""
     return isinstance(exc, psycopg.OperationalError) and (
@@ -104,53 +169,112 @@ def is_connection_failure(conn: psycopg.Connection[Any], exc: psycopg.Error) -> 
     )
 
 
-@contextmanager
-def contained(
-    conn: psycopg.Connection[Any], *, savepoint: bool, atomic: bool = False
-) -> Iterator[None]:
-    """Run the block so that, when it fails, the caller's connection is still usable and
-    nothing of the caller's is committed or rolled back. The rule, in one place:
+def describe_connection(conn: psycopg.Connection[Any]) -> str:
+    """``database 'x' on host:port`` for an open or broken connection, from libpq itself."""
+    try:
+        pgconn = conn.pgconn
+        dbname, host, port = (pgconn.db.decode(), pgconn.host.decode(), pgconn.port.decode())
+    except psycopg.Error:  # closed by its owner: libpq has forgotten everything
+        return "the database (the connection is closed)"
+    return f"database {dbname!r} on {host}:{port}"
 
-    - inside the caller's transaction, with ``savepoint``: in a savepoint, rolled back on failure;
-    - idle in autocommit mode: as it is (each statement its own transaction), or, with
-      ``atomic``, in one transaction of its own for all its statements;
-    - idle, not in autocommit: the block opens the caller's transaction, which holds nothing
-      else, so on failure it is rolled back; on success the commit is the caller's.
 
-    Server failures become dbtools errors (see :func:`server_error`); others pass unchanged.
+def server_failure(exc: psycopg.Error, conn: psycopg.Connection[Any]) -> DbToolsError | None:
+    """The dbtools error for a statement that failed because of the server rather than the data:
+    a lost connection, a missing table (:class:`NotMigrated`), a missing privilege. None for
+    anything else (constraint violations, timeouts, serialization failures...)."""
+    if is_connection_failure(exc, conn):
+        return unavailable(exc, describe_connection(conn), connecting=False)
+    if isinstance(exc, pg_errors.UndefinedTable):
+        where = describe_connection(conn).partition(" on ")[0]
+        reason = exc.diag.message_primary or "a table is missing"
+        return NotMigrated(f"{where} is not migrated ({reason}): run `dbtools migrate`")
+    if isinstance(exc, pg_errors.InsufficientPrivilege):
+        return PermissionDenied(
+            exc.diag.message_primary or "permission denied",
+            user=None if conn.closed else conn.info.user,
+            database=None if conn.closed else conn.info.dbname,
+        )
+    return None
+
+
+def error_for(exc: psycopg.Error, conn: psycopg.Connection[Any]) -> DbToolsError | None:
+    """Everything :func:`server_failure` maps, plus what a caller that owns the connection
+    retries: lock and statement timeouts (:class:`Timeout`), serialization failures and
+    deadlocks (:class:`Conflict`). None for the rest."""
+    mapped = server_failure(exc, conn)
+    if mapped is not None:
+        return mapped
+    reason = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+    database = None if conn.closed else conn.info.dbname
+    if isinstance(exc, pg_errors.LockNotAvailable):
+        return Timeout("lock", reason, database=database)
+    if isinstance(exc, pg_errors.QueryCanceled):
+        return Timeout("statement", reason, database=database)
+    if isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
+        return Conflict(f"{reason} (database {database!r})")
+    return None
+
+
+# -- the caller owns the transaction ---------------------------------------------------------
+
+
+class Scope(enum.Enum):
+    """How a data-access call runs inside, or beside, the caller's transaction.
+
+    READ: no savepoint, so a read stays one round trip; a read fails only when the server does,
+    and then the caller's open transaction is aborted as by any failed statement.
+    WRITE: inside the caller's transaction, in a savepoint that is rolled back on failure.
+    ATOMIC: like WRITE, and in autocommit mode one transaction of its own for all statements.
+
+    In every scope, on an idle connection that is not in autocommit mode the call opens the
+    caller's transaction (psycopg's rule): on failure it is rolled back, as it holds nothing
+    else; on success the commit is the caller's.
     """
-    status = conn.pgconn.transaction_status  # conn.info would build an object on every call
-    idle = status == TransactionStatus.IDLE
-    if (status == TransactionStatus.INTRANS and savepoint) or (idle and conn.autocommit and atomic):
+
+    READ = "read"
+    WRITE = "write"
+    ATOMIC = "atomic"
+
+
+def opens_transaction(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the next statement on ``conn`` opens the caller's transaction."""
+    # conn.pgconn, not conn.info: the latter builds an object on every access (the hot path).
+    return not conn.autocommit and conn.pgconn.transaction_status == _IDLE
+
+
+def raise_failure(conn: psycopg.Connection[Any], exc: psycopg.Error, opened: bool) -> NoReturn:
+    """After ``exc``: roll back the transaction the failed call opened (if ``opened``), then
+    raise the dbtools error for a server failure, or ``exc`` itself."""
+    if opened and not conn.closed:
+        with suppress(psycopg.Error):
+            conn.rollback()
+    mapped = server_failure(exc, conn)
+    if mapped is not None:
+        raise mapped from exc
+    raise exc
+
+
+@contextmanager
+def scope(conn: psycopg.Connection[Any], kind: Scope) -> Iterator[None]:
+    """Run the block in the :class:`Scope` ``kind``; server failures become dbtools errors."""
+    status = conn.pgconn.transaction_status
+    if (kind is not Scope.READ and status == _INTRANS) or (
+        kind is Scope.ATOMIC and status == _IDLE and conn.autocommit
+    ):
         try:
             with conn.transaction():
                 yield
         except psycopg.Error as exc:
-            raise_server_error(conn, exc, opened_transaction=False)
-            raise
+            raise_failure(conn, exc, opened=False)
         return
-    opens_transaction = idle and not conn.autocommit
+    opened = opens_transaction(conn)
     try:
         yield
     except psycopg.Error as exc:
-        raise_server_error(conn, exc, opens_transaction)
-        raise
+        raise_failure(conn, exc, opened)
     except BaseException:
-        if opens_transaction and not conn.closed:
+        if opened and not conn.closed:
             with suppress(psycopg.Error):
                 conn.rollback()
         raise
-
-
-def raise_server_error(
-    conn: psycopg.Connection[Any], exc: psycopg.Error, opened_transaction: bool
-) -> None:
-    """After ``exc``: roll back a transaction the failed statement opened, then raise the
-    dbtools error for ``exc`` if it is a server failure; else return, for the caller to map
-    ``exc`` or re-raise it."""
-    if opened_transaction and not conn.closed:
-        with suppress(psycopg.Error):
-            conn.rollback()
-    mapped = server_error(conn, exc)
-    if mapped is not None:
-        raise mapped from exc

@@ -13,16 +13,17 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from dbtools import tenants
-from dbtools.db import contained
-from dbtools.errors import DbToolsError
+from dbtools.db import Scope, scope
+from dbtools.errors import DbToolsError, ImportFailed, RowError
 from dbtools.slugs import validate_slug
+
+__all__ = ["HEADERS", "ImportFailed", "RowError", "import_csv"]
 
 HEADERS = (("slug", "name"), ("slug", "name", "settings"))
 PROGRESS_EVERY = 1000
@@ -51,27 +52,6 @@ INSERT_ALL = """
 """
 
 
-@dataclass(frozen=True)
-class RowError:
-    """One bad row: its line in the file (the header is line 1; None: the whole file)."""
-
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        return self.message if self.line is None else f"line {self.line}: {self.message}"
-
-
-class ImportFailed(DbToolsError):
-    """The file has bad rows; nothing was imported. ``errors`` lists every one."""
-
-    def __init__(self, source: str, errors: list[RowError]) -> None:
-        count = f"{len(errors)} bad row{'s' if len(errors) != 1 else ''}"
-        super().__init__(f"{source}: {count}, nothing imported")
-        self.source = source
-        self.errors = errors
-
-
 def import_csv(
     conn: psycopg.Connection[Any],
     path: Path,
@@ -88,7 +68,7 @@ def import_csv(
     """
     rows, errors = _read(path, progress)
     try:
-        with contained(conn, savepoint=True, atomic=True):
+        with scope(conn, Scope.ATOMIC):
             return _load(conn, path.name, rows, errors)
     except psycopg.errors.UniqueViolation as exc:  # another writer took a slug meanwhile
         error = RowError(None, "another writer created one of these slugs meanwhile; try again")
@@ -147,7 +127,9 @@ def _read(
                 else:
                     rows.append(row)
     except OSError as exc:
-        raise DbToolsError(f"cannot read {path}: {exc.strerror}") from exc
+        raise ImportFailed(
+            path.name, [RowError(None, f"cannot read the file: {exc.strerror}")]
+        ) from exc
     except UnicodeDecodeError as exc:
         raise ImportFailed(
             path.name, [RowError(None, f"the file is not UTF-8 ({exc.reason})")]

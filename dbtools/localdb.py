@@ -1,5 +1,9 @@
 """The embedded PostgreSQL cluster: what every command uses when no ``DATABASE_URL`` is configured.
 
+Three parts: :func:`place` decides where a cluster lives (a :class:`Placement`, paths only),
+:func:`find_binaries` finds the server programs, and :class:`Cluster` initialises, starts and
+stops the cluster at a placement with those programs (found once per cluster).
+
 The cluster lives in the git-ignored ``.dbtools/`` folder of the project, is created with the
 PostgreSQL server binaries already on the machine, and listens only on a unix socket in its own
 folder (no TCP port, so it never collides with another server). Authentication is ``trust`` and the
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import glob
 import grp
 import hashlib
@@ -27,8 +32,8 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
+from dbtools.config import Target
 from dbtools.errors import LocalDatabaseError
 
 PORT = 5432  # only names the socket file: the server listens on no TCP port
@@ -54,11 +59,11 @@ _INSTALL_HINT = (
 
 
 @dataclass(frozen=True)
-class Cluster:
-    """One embedded cluster: ``root/data`` (the data directory), ``root/run`` (its socket)."""
+class Placement:
+    """Where one embedded cluster lives: ``root/data`` (the data directory), ``root/run`` (its
+    socket) and ``root/server.log``. Only paths: nothing here touches the disk."""
 
     root: Path
-    durable: bool = True  # False for throw-away clusters (tests): no fsync
 
     @property
     def data_dir(self) -> Path:
@@ -72,43 +77,80 @@ class Cluster:
     def log_file(self) -> Path:
         return self.root / "server.log"
 
-    def url(self, dbname: str) -> str:
-        """The libpq URL of database ``dbname`` in this cluster."""
-        host = quote(str(self.socket_dir), safe="/")
-        return f"postgresql://{SUPERUSER}@/{quote(dbname, safe='')}?host={host}&port={PORT}"
+    @property
+    def lock_file(self) -> Path:
+        return self.root.parent / f".{self.root.name}.lock"
+
+    def target(self, dbname: str) -> Target:
+        """Database ``dbname`` of the cluster placed here, reached through its socket."""
+        return Target.from_params(
+            origin="the embedded PostgreSQL",
+            host=str(self.socket_dir),
+            port=PORT,
+            user=SUPERUSER,
+            dbname=dbname,
+        )
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """The folder of the PostgreSQL server programs (``initdb``, ``pg_ctl``, ``postgres``)."""
+
+    bindir: Path
+
+    def tool(self, name: str) -> str:
+        return str(self.bindir / name)
+
+
+class Cluster:
+    """Initialising, starting and stopping the embedded cluster at a :class:`Placement`."""
+
+    def __init__(self, placement: Placement, *, durable: bool = True) -> None:
+        self.placement = placement
+        self.durable = durable  # False for throw-away clusters (tests): no fsync
+
+    def __repr__(self) -> str:
+        return f"<Cluster in {self.placement.root}>"
+
+    @functools.cached_property
+    def binaries(self) -> Binaries:
+        """The server programs, looked for once per cluster."""
+        return find_binaries()
+
+    def target(self, dbname: str) -> Target:
+        """Database ``dbname`` in this cluster."""
+        return self.placement.target(dbname)
 
     def is_initialised(self) -> bool:
-        return (self.data_dir / "PG_VERSION").is_file()
+        return (self.placement.data_dir / "PG_VERSION").is_file()
 
     def is_running(self) -> bool:
         """Whether the cluster's server is up (asked with ``pg_ctl status``)."""
         if not self.is_initialised():
             return False
-        result = _run_server_tool([_tool("pg_ctl"), "status", "-D", str(self.data_dir)], self.root)
+        result = self._pg_ctl("status")
         return result.returncode == 0
 
     def server_version(self) -> str:
-        return (self.data_dir / "PG_VERSION").read_text().strip()
-
-    def ensure_running(self) -> Cluster:
-        """Initialise the cluster if needed and start it if it is not running; return it."""
-        find_bindir()  # fail before creating anything when there are no server binaries
-        with self._lock():
-            if not self.is_initialised():
-                self._initdb()
-            if not self.is_running():
-                self._start()
-        return self
+        return (self.placement.data_dir / "PG_VERSION").read_text().strip()
 
     def start(self) -> bool:
-        """Start the cluster (initialising it first if needed); False if it was already running."""
-        find_bindir()  # fail before creating anything when there are no server binaries
+        """Start the cluster, initialising it first if needed; False if it was already running.
+
+        With no server binaries it fails before creating anything."""
+        self.binaries  # noqa: B018 - fail early, and clearly, when there are no binaries
         with self._lock():
             if not self.is_initialised():
                 self._initdb()
             if self.is_running():
                 return False
-            self._start()
+            place = self.placement
+            result = self._pg_ctl("start", "-l", str(place.log_file), "-w", "-t", "60", "-s")
+            if result.returncode != 0:
+                raise LocalDatabaseError(
+                    f"could not start the embedded PostgreSQL in {place.data_dir}: "
+                    f"{_last_line(self._log_tail() or result.stderr)} (log: {place.log_file})"
+                )
             return True
 
     def stop(self) -> bool:
@@ -116,25 +158,27 @@ class Cluster:
         with self._lock():
             if not self.is_running():
                 return False
-            result = _run_server_tool(
-                [_tool("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-s"],
-                self.root,
-            )
+            result = self._pg_ctl("stop", "-m", "fast", "-w", "-s")
             if result.returncode != 0:
                 raise LocalDatabaseError(
-                    f"could not stop the embedded PostgreSQL in {self.data_dir}: "
+                    f"could not stop the embedded PostgreSQL in {self.placement.data_dir}: "
                     f"{_last_line(result.stderr)}"
                 )
             return True
 
+    def _pg_ctl(self, action: str, *options: str) -> subprocess.CompletedProcess[str]:
+        command = [self.binaries.tool("pg_ctl"), action, "-D", str(self.placement.data_dir)]
+        return _run_server_tool([*command, *options], self.placement.root)
+
     def _initdb(self) -> None:
-        _prepare_dir(self.root)
-        _prepare_dir(self.socket_dir, mode=0o700)
+        place = self.placement
+        _prepare_dir(place.root)
+        _prepare_dir(place.socket_dir, mode=0o700)
         result = _run_server_tool(
             [
-                _tool("initdb"),
+                self.binaries.tool("initdb"),
                 "--pgdata",
-                str(self.data_dir),
+                str(place.data_dir),
                 "--username",
                 SUPERUSER,
                 "--auth",
@@ -145,60 +189,37 @@ class Cluster:
                 "C",
                 *([] if self.durable else ["--no-sync"]),
             ],
-            self.root,
+            place.root,
         )
         if result.returncode != 0:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
+            shutil.rmtree(place.data_dir, ignore_errors=True)
             raise LocalDatabaseError(
-                f"initdb failed for the embedded PostgreSQL in {self.data_dir}: "
+                f"initdb failed for the embedded PostgreSQL in {place.data_dir}: "
                 f"{_last_line(result.stderr or result.stdout)}"
             )
         settings = [
             "# Written by dbtools: the embedded cluster listens only on its own unix socket.",
             "listen_addresses = ''",
             f"port = {PORT}",
-            f"unix_socket_directories = '{_conf_quote(self.socket_dir)}'",
+            f"unix_socket_directories = '{_conf_quote(place.socket_dir)}'",
             "unix_socket_permissions = 0700",
         ]
         if not self.durable:
             settings += ["fsync = off", "synchronous_commit = off", "full_page_writes = off"]
-        with (self.data_dir / "postgresql.conf").open("a") as conf:
+        with (place.data_dir / "postgresql.conf").open("a") as conf:
             conf.write("\n" + "\n".join(settings) + "\n")
-
-    def _start(self) -> None:
-        result = _run_server_tool(
-            [
-                _tool("pg_ctl"),
-                "start",
-                "-D",
-                str(self.data_dir),
-                "-l",
-                str(self.log_file),
-                "-w",
-                "-t",
-                "60",
-                "-s",
-            ],
-            self.root,
-        )
-        if result.returncode != 0:
-            raise LocalDatabaseError(
-                f"could not start the embedded PostgreSQL in {self.data_dir}: "
-                f"{_last_line(self._log_tail() or result.stderr)} (log: {self.log_file})"
-            )
 
     def _log_tail(self) -> str:
         try:
-            return self.log_file.read_text(errors="replace")
+            return self.placement.log_file.read_text(errors="replace")
         except OSError:
             return ""
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         """Serialise init/start/stop between processes (two ``make`` runs at once, say)."""
-        _make_dirs(self.root.parent)
-        lock_path = self.root.parent / f".{self.root.name}.lock"
-        with lock_path.open("a") as handle:
+        _make_dirs(self.placement.root.parent)
+        with self.placement.lock_file.open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -212,15 +233,22 @@ def project_dir() -> Path:
     return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
 
 
-def cluster(name: str, *, durable: bool = True) -> Cluster:
-    """The cluster called ``name`` under ``.dbtools/`` (or ``DBTOOLS_LOCAL_DIR``), relocated when
-    the server's OS user could not reach it or its socket path would be too long."""
-    base = Path(os.environ.get(LOCAL_DIR_VAR) or project_dir() / ".dbtools").absolute()
-    root = base / name
+def place(name: str, *, base: Path | None = None) -> Placement:
+    """Where the cluster called ``name`` lives: in ``base`` (default: ``DBTOOLS_LOCAL_DIR``, else
+    the project's ``.dbtools/``), or in ``/tmp/dbtools-<hash>`` when the server's OS user could
+    not reach that folder or the socket path would be too long."""
+    if base is None:
+        base = Path(os.environ.get(LOCAL_DIR_VAR) or project_dir() / ".dbtools")
+    root = base.absolute() / name
     if not _usable(root):
         digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
         root = Path(tempfile.gettempdir()) / f"dbtools-{digest}" / name
-    return Cluster(root, durable=durable)
+    return Placement(root)
+
+
+def cluster(name: str, *, durable: bool = True, base: Path | None = None) -> Cluster:
+    """The cluster called ``name`` (see :func:`place` for where it lives)."""
+    return Cluster(place(name, base=base), durable=durable)
 
 
 def default_cluster() -> Cluster:
@@ -228,7 +256,7 @@ def default_cluster() -> Cluster:
     return cluster("postgres")
 
 
-def find_bindir() -> Path:
+def find_binaries() -> Binaries:
     """The folder holding ``initdb``, ``pg_ctl`` and ``postgres``.
 
     Looked for in ``DBTOOLS_PG_BINDIR``, ``pg_config --bindir``, ``PATH`` and the usual
@@ -252,12 +280,8 @@ def find_bindir() -> Path:
         candidates += [Path(p) for p in versions]
     for folder in candidates:
         if all(os.access(folder / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
-            return folder
+            return Binaries(folder)
     raise LocalDatabaseError(_INSTALL_HINT)
-
-
-def _tool(name: str) -> str:
-    return str(find_bindir() / name)
 
 
 def _version_key(path: str) -> tuple[int, ...]:

@@ -1,12 +1,13 @@
 """Creating the system database and applying or rolling back the migrations in ``sql/`` (yoyo).
 
 The SQL files stay plain, so a DBA can run the same migrations with the ``yoyo`` command and the
-project's ``yoyo.ini``. These functions take any libpq URL; yoyo itself is handed the parsed
-parameters, so unix sockets, percent-encoded passwords and query options all pass through.
+project's ``yoyo.ini``. Every function takes a :class:`~dbtools.config.Target`; yoyo gets the
+target's libpq parameters as they are, so unix sockets, percent-encoded passwords and query
+options all pass through. Each run uses one connection (yoyo's), and maps its errors in one place.
 
 yoyo keeps no checksum of what it applied, so this module does: the sha256 of each migration file
 when it is applied, in ``_dbtools_migration_checksum``. Applying, rolling back and reporting status
-all refuse, naming the file, once an applied migration has been edited.
+all refuse (:class:`MigrationEdited`), naming the file, once an applied migration has been edited.
 """
 
 from __future__ import annotations
@@ -26,14 +27,22 @@ from yoyo import read_migrations
 from yoyo.backends import get_backend_class
 from yoyo.connections import DatabaseURI
 
-from dbtools.config import describe, parse_url
-from dbtools.db import unavailable
-from dbtools.errors import DbToolsError, MigrationError
+from dbtools import db
+from dbtools.config import Target
+from dbtools.errors import (
+    DatabaseUnavailable,
+    DbToolsError,
+    MigrationEdited,
+    MigrationError,
+    MigrationLocked,
+    PermissionDenied,
+    Timeout,
+)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql"
 MIGRATION_TABLE = "_yoyo_migration"  # yoyo's default, so the yoyo command sees the same history
+LOCK_WAIT = 10  # seconds to wait for another process's migration lock
 _YOYO_SCHEME = "postgresql+psycopg"
-_MAINTENANCE_DBS = ("postgres", "template1")
 
 APPLIED_AT = "SELECT migration_id, applied_at_utc FROM _yoyo_migration"
 DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %s"
@@ -53,6 +62,20 @@ RECORD_CHECKSUM = """
     ON CONFLICT (migration_id) DO UPDATE SET sha256 = excluded.sha256, recorded_at = now()
 """
 FORGET_CHECKSUM = "DELETE FROM _dbtools_migration_checksum WHERE migration_id = %(id)s"
+LOCK_HOLDER = "SELECT pid, ctime FROM yoyo_lock ORDER BY ctime LIMIT 1"
+# What applying or rolling back needs, checked before yoyo's lock: yoyo retries every error in
+# its lock loop for LOCK_WAIT seconds, and would report a missing privilege as a missing table.
+PRIVILEGES = """
+    SELECT current_user,
+           current_schema(),
+           coalesce(has_schema_privilege(current_schema(), 'CREATE'), false),
+           ARRAY(
+               SELECT t
+               FROM unnest(ARRAY['yoyo_lock', '_yoyo_migration', '_dbtools_migration_checksum']) t
+               WHERE to_regclass(t) IS NOT NULL
+                 AND NOT has_table_privilege(t, 'SELECT, INSERT, DELETE')
+           )
+"""
 
 
 @dataclass(frozen=True)
@@ -63,46 +86,72 @@ class MigrationState:
     path: Path
     applied_at: datetime | None
 
-
-def database_exists(url: str) -> bool:
-    """Whether the database named in ``url`` exists on its server."""
-    params = parse_url(url)
-    with suppress(psycopg.OperationalError), psycopg.connect(**params):
-        return True
-    with _maintenance_connection(params) as conn:
-        return conn.execute(DATABASE_EXISTS, (params["dbname"],)).fetchone() is not None
+    @property
+    def sql(self) -> str:
+        return self.path.read_text()
 
 
-def ensure_database(url: str) -> bool:
-    """Create the database named in ``url`` if it does not exist; True if it was created.
+@dataclass(frozen=True)
+class Plan:
+    """What ``migrate`` would do to a database: create it or not, and the pending migrations."""
 
-    Connects to the maintenance database (``postgres``, else ``template1``) of the same server
-    with the same credentials. Safe when two callers race: the loser finds the database there.
+    database: str
+    create_database: bool
+    pending: list[MigrationState]
+
+    def script(self) -> str:
+        """The SQL that would run, as a commented script."""
+        parts = [f"-- would create database {self.database!r}"] if self.create_database else []
+        parts += [f"-- {state.id} ({state.path})\n{state.sql.rstrip()}\n" for state in self.pending]
+        if not self.pending:
+            parts.append(f"-- no pending migrations: {self.database!r} is up to date")
+        return "\n".join(parts)
+
+
+def database_exists(target: Target) -> bool:
+    """Whether ``target``'s database exists on its server."""
+    try:
+        with db.connect(target):
+            return True
+    except DatabaseUnavailable as exc:
+        direct_failure = exc
+    try:
+        with db.maintenance_connection(target) as conn:
+            return conn.execute(DATABASE_EXISTS, (target.dbname,)).fetchone() is not None
+    except DatabaseUnavailable:
+        raise direct_failure from None
+
+
+def ensure_database(target: Target) -> bool:
+    """Create ``target``'s database if it does not exist; True if it was created.
+
+    Connects to the maintenance database of the same server with the same credentials. Safe
+    when two callers race: the loser finds the database there.
     """
-    if database_exists(url):
+    if database_exists(target):
         return False
-    params = parse_url(url)
-    dbname = params["dbname"]
-    with _maintenance_connection(params) as conn:
+    with db.maintenance_connection(target) as conn:
         try:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.dbname)))
         except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
             return False  # a racing caller created it first (the catalog's unique index says so)
         except psycopg.errors.InsufficientPrivilege as exc:
-            raise MigrationError(
-                f"database {dbname!r} does not exist and user {conn.info.user!r} may not create "
-                "it: create it as a superuser, or grant CREATEDB"
+            raise PermissionDenied(
+                f"database {target.dbname!r} does not exist and may not be created by this "
+                "user: create it as a superuser, or grant CREATEDB",
+                user=conn.info.user,
             ) from exc
     return True
 
 
-def apply(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
+def apply(target: Target, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply the pending migrations in order; return their ids (empty when none were pending).
 
-    Refuses (:class:`MigrationError`) if an applied migration's file was edited since.
+    Refuses (:class:`MigrationEdited`) if an applied migration's file was edited since.
     """
     migrations = _read(migrations_dir)
-    with _backend(url) as backend, backend.lock(), _bookkeeping(url) as conn:
+    with _session(target, write=True) as backend, backend.lock(LOCK_WAIT):
+        conn = backend.connection
         conn.execute(CREATE_CHECKSUMS)
         unrecorded = _verify(conn, migrations, _applied_at(conn))
         for migration in migrations:  # applied outside dbtools (with yoyo): trust on first use
@@ -110,22 +159,23 @@ def apply(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
                 _record(conn, migration)
         pending = backend.to_apply(migrations)
         for migration in pending:
-            _run(backend.apply_one, migration, "apply")
+            _run(backend.apply_one, migration, "apply", conn)
             _record(conn, migration)
     return [m.id for m in pending]
 
 
-def rollback(url: str, count: int = 1, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
+def rollback(target: Target, count: int = 1, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
     """Roll back the ``count`` newest applied migrations; return their ids, newest first."""
     if count < 1:
         raise ValueError(f"count must be at least 1, not {count}")
     migrations = _read(migrations_dir)
-    with _backend(url) as backend, backend.lock(), _bookkeeping(url) as conn:
+    with _session(target, write=True) as backend, backend.lock(LOCK_WAIT):
+        conn = backend.connection
         conn.execute(CREATE_CHECKSUMS)
         _verify(conn, migrations, _applied_at(conn))
         targets = list(backend.to_rollback(migrations))[:count]
         for migration in targets:
-            _run(backend.rollback_one, migration, "roll back")
+            _run(backend.rollback_one, migration, "roll back", conn)
             conn.execute(FORGET_CHECKSUM, {"id": migration.id})
     return [m.id for m in targets]
 
@@ -135,22 +185,109 @@ def listed(migrations_dir: Path = MIGRATIONS_DIR) -> list[MigrationState]:
     return [MigrationState(m.id, Path(m.path), None) for m in _read(migrations_dir)]
 
 
-def status(url: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[MigrationState]:
+def status(target: Target, migrations_dir: Path = MIGRATIONS_DIR) -> list[MigrationState]:
     """Every migration in ``migrations_dir``, in order, with the time it was applied.
 
     Only reads: a database that never saw a migration has everything pending and stays untouched.
-    Refuses (:class:`MigrationError`) if an applied migration's file was edited.
+    Refuses (:class:`MigrationEdited`) if an applied migration's file was edited.
     """
     migrations = _read(migrations_dir)
-    with _bookkeeping(url) as conn:
-        applied_at = _applied_at(conn)
-        _verify(conn, migrations, applied_at)
+    with _session(target, write=False) as backend:
+        applied_at = _applied_at(backend.connection)
+        _verify(backend.connection, migrations, applied_at)
     return [MigrationState(m.id, Path(m.path), applied_at.get(m.id)) for m in migrations]
+
+
+def plan(target: Target, migrations_dir: Path = MIGRATIONS_DIR) -> Plan:
+    """What ``migrate`` would do, found without changing anything (not even creating the
+    database or yoyo's tables)."""
+    if not database_exists(target):
+        return Plan(target.dbname, True, listed(migrations_dir))
+    pending = [state for state in status(target, migrations_dir) if state.applied_at is None]
+    return Plan(target.dbname, False, pending)
 
 
 def file_checksum(path: Path) -> str:
     """The sha256 of a migration file, as recorded when it is applied."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@contextmanager
+def _session(target: Target, *, write: bool) -> Iterator[Any]:
+    """yoyo's backend on one connection to ``target``, every failure mapped to a dbtools error.
+
+    With ``write``, the role's privileges are checked first and yoyo's tables created."""
+    # Every parameter goes to yoyo as a libpq keyword argument: nothing to parse again.
+    uri = DatabaseURI(
+        scheme=_YOYO_SCHEME,
+        username=None,
+        password=None,
+        hostname=None,
+        port=None,
+        database=None,
+        args=target.connect_kwargs(),
+    )
+    try:
+        backend = get_backend_class(_YOYO_SCHEME)(uri, MIGRATION_TABLE)
+    except psycopg.OperationalError as exc:
+        raise db.unavailable(
+            exc, target.describe(), connecting=True, password=target.password
+        ) from exc
+    with backend:
+        conn = backend.connection
+        try:
+            if write:
+                _check_privileges(conn, target)
+                backend.init_database()  # creates yoyo's lock table
+            yield backend
+        except yoyo_exceptions.LockTimeout as exc:
+            raise _locked(conn, target) from exc
+        except psycopg.Error as exc:
+            raise _failure(exc, conn, f"cannot migrate {target.describe()}") from exc
+
+
+def _check_privileges(conn: psycopg.Connection[Any], target: Target) -> None:
+    [(user, schema, may_create, missing)] = conn.execute(PRIVILEGES).fetchall()
+    if schema is None:
+        raise MigrationError(
+            f"cannot migrate {target.describe()}: no schema of the search_path exists"
+        )
+    if not may_create:
+        raise PermissionDenied(
+            f"permission denied for schema {schema}: migrating needs CREATE on it "
+            "(grant it, or migrate as the schema's owner)",
+            user=user,
+            database=target.dbname,
+        )
+    if missing:
+        raise PermissionDenied(
+            f"permission denied for table {', '.join(missing)}: migrating needs SELECT, INSERT "
+            "and DELETE on yoyo's and dbtools' bookkeeping tables",
+            user=user,
+            database=target.dbname,
+        )
+
+
+def _locked(conn: psycopg.Connection[Any], target: Target) -> DbToolsError:
+    """MigrationLocked, naming the process that holds the lock and since when, if it can tell."""
+    holder = None
+    with suppress(psycopg.Error):
+        holder = conn.execute(LOCK_HOLDER).fetchone()
+    if holder is None:
+        return MigrationLocked(target.dbname)
+    return MigrationLocked(target.dbname, pid=holder[0], since=holder[1])
+
+
+def _failure(exc: psycopg.Error, conn: psycopg.Connection[Any], doing: str) -> DbToolsError:
+    """The dbtools error for ``exc``: a lost connection, a timeout, a missing privilege... or a
+    MigrationError that says what was being done and the server's reason."""
+    mapped = db.error_for(exc, conn)
+    if isinstance(mapped, Timeout):
+        return Timeout(mapped.kind, f"{doing}: {mapped.reason}", database=mapped.database)
+    if mapped is not None:
+        return mapped
+    reason = exc.diag.message_primary or (str(exc).strip().splitlines() or [""])[0]
+    return MigrationError(f"{doing}: {reason}")
 
 
 def _applied_at(conn: psycopg.Connection[Any]) -> dict[str, datetime]:
@@ -173,11 +310,7 @@ def _verify(conn: psycopg.Connection[Any], migrations: Any, applied: Iterable[st
         if migration.id not in applied or expected is None:
             continue
         if expected != file_checksum(Path(migration.path)):
-            raise MigrationError(
-                f"{migration.path} was edited after it was applied (its sha256 no longer matches "
-                "the one recorded): never edit an applied migration, add a new one. If the edit "
-                "is deliberate and harmless, delete its row from _dbtools_migration_checksum"
-            )
+            raise MigrationEdited(str(migration.path))
     return {m.id for m in migrations if m.id in applied and m.id not in recorded}
 
 
@@ -196,74 +329,10 @@ def _read(migrations_dir: Path) -> Any:
         raise MigrationError(f"cannot read the migrations in {migrations_dir}: {exc}") from exc
 
 
-@contextmanager
-def _backend(url: str) -> Iterator[Any]:
-    params = parse_url(url)
-    args = {key: value for key, value in params.items() if key != "dbname"}
-    uri = DatabaseURI(_YOYO_SCHEME, None, None, None, None, params["dbname"], args)
-    try:
-        backend = get_backend_class(_YOYO_SCHEME)(uri, MIGRATION_TABLE)
-        backend.init_database()  # creates yoyo's tables: needs CREATE on the schema
-    except psycopg.Error as exc:
-        raise _database_error(exc, params) from exc
-    with backend:
-        try:
-            yield backend
-        except yoyo_exceptions.LockTimeout as exc:
-            raise MigrationError(
-                f"another process is migrating {describe(params)} (yoyo_lock is held); "
-                "try again, or break a stale lock with `yoyo break-lock`"
-            ) from exc
-        except psycopg.Error as exc:
-            raise _database_error(exc, params) from exc
-
-
-@contextmanager
-def _bookkeeping(url: str) -> Iterator[psycopg.Connection[Any]]:
-    """An autocommit connection for the checksum table, beside yoyo's own."""
-    params = parse_url(url)
-    try:
-        conn = psycopg.connect(**params, autocommit=True)
-    except psycopg.OperationalError as exc:
-        raise unavailable(exc, params) from exc
-    with conn:
-        try:
-            yield conn
-        except psycopg.Error as exc:
-            raise _database_error(exc, params) from exc
-
-
-def _database_error(exc: psycopg.Error, params: dict[str, Any]) -> DbToolsError:
-    """A lost connection is DatabaseUnavailable; any other failure (a missing privilege, say)
-    is a MigrationError that names the database and the server's reason."""
-    if isinstance(exc, psycopg.OperationalError) and (exc.sqlstate or "08").startswith("08"):
-        return unavailable(exc, params)
-    reason = exc.diag.message_primary or str(exc).strip().splitlines()[0]
-    return MigrationError(f"cannot migrate {describe(params)}: {reason}")
-
-
-def _run(operation: Any, migration: Any, verb: str) -> None:
+def _run(operation: Any, migration: Any, verb: str, conn: psycopg.Connection[Any]) -> None:
     try:
         operation(migration)
     except yoyo_exceptions.BadMigration as exc:
         raise MigrationError(f"cannot {verb} migration {migration.id}: {exc}") from exc
     except psycopg.Error as exc:
-        reason = exc.diag.message_primary or str(exc).splitlines()[0]
-        raise MigrationError(f"cannot {verb} migration {migration.id}: {reason}") from exc
-
-
-@contextmanager
-def _maintenance_connection(params: dict[str, Any]) -> Iterator[psycopg.Connection[Any]]:
-    error: psycopg.OperationalError | None = None
-    for dbname in _MAINTENANCE_DBS:
-        try:
-            conn = psycopg.connect(**(params | {"dbname": dbname}), autocommit=True)
-        except psycopg.OperationalError as exc:
-            error = error or exc
-            continue
-        with conn:
-            yield conn
-        return
-    if error is None:  # unreachable: the loop returns or records an error
-        raise MigrationError("no maintenance database to connect to")
-    raise unavailable(error, params)
+        raise _failure(exc, conn, f"cannot {verb} migration {migration.id}") from exc

@@ -21,17 +21,22 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
-from dbtools import localdb, migrations
-from dbtools.config import parse_url, url_with_dbname
-from dbtools.db import unavailable
-from dbtools.errors import DbToolsError, LocalDatabaseError
+from dbtools import db, localdb, migrations
+from dbtools.config import Target
+from dbtools.errors import (
+    Difference,
+    ExternalToolError,
+    LocalDatabaseError,
+    PermissionDenied,
+    SchemaDrift,
+)
+
+__all__ = ["SCHEMA_FILE", "Difference", "SchemaDrift", "check", "dump", "expected", "write"]
 
 SCHEMA_FILE = migrations.MIGRATIONS_DIR / "schema" / "schema.sql"
 _BOOKKEEPING_TABLES = ("_yoyo_*", "yoyo_lock", "_dbtools_*")
@@ -43,56 +48,37 @@ _HEADER = (
 )
 
 
-class SchemaDrift(DbToolsError):
-    """A schema differs from the one the migrations produce."""
-
-    def __init__(self, differences: list[Difference]) -> None:
-        names = ", ".join(d.subject for d in differences)
-        super().__init__(f"the schema differs from what the migrations produce: {names}")
-        self.differences = differences
-
-
-@dataclass(frozen=True)
-class Difference:
-    """One schema that differs from the migrations' build: what it is, and the unified diff."""
-
-    subject: str
-    diff: str
-
-
-def dump(url: str) -> str:
-    """The normalised schema-only dump of the database at ``url``."""
-    params = parse_url(url)
-    password = params.pop("password", None)
+def dump(target: Target) -> str:
+    """The normalised schema-only dump of ``target``'s database."""
     args = [
         _pg_dump(),
         "--schema-only",
         "--no-owner",
         "--no-privileges",
         *(f"--exclude-table={pattern}" for pattern in _BOOKKEEPING_TABLES),
-        f"--dbname={make_conninfo(**params)}",  # no password on the command line
+        f"--dbname={target.conninfo()}",  # no password on the command line
     ]
     # The caller's libpq settings (PGUSER, PGSSLMODE, PGPASSFILE...) apply, as for every command.
-    env = os.environ | ({"PGPASSWORD": password} if password else {})
+    env = os.environ | ({"PGPASSWORD": target.password} if target.password else {})
     result = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or ["pg_dump failed"])[-1]
-        raise DbToolsError(f"pg_dump failed: {reason.removeprefix('pg_dump: error: ')}")
+        raise ExternalToolError(f"pg_dump failed: {reason.removeprefix('pg_dump: error: ')}")
     lines = [line for line in result.stdout.splitlines() if not _VOLATILE.match(line)]
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
     return f"{_HEADER}\n{text}\n"
 
 
-def expected(url: str) -> str:
-    """The dump of a scratch database, on the server of ``url``, built by the migrations alone."""
-    with _scratch_database(url) as scratch_url:
-        migrations.apply(scratch_url)
-        return dump(scratch_url)
+def expected(target: Target) -> str:
+    """The dump of a scratch database, on ``target``'s server, built by the migrations alone."""
+    with _scratch_database(target) as scratch:
+        migrations.apply(scratch)
+        return dump(scratch)
 
 
-def write(url: str, path: Path = SCHEMA_FILE) -> bool:
+def write(target: Target, path: Path = SCHEMA_FILE) -> bool:
     """Write what the migrations produce to ``path``; True if the file changed."""
-    text = expected(url)
+    text = expected(target)
     if path.is_file() and path.read_text() == text:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,18 +86,18 @@ def write(url: str, path: Path = SCHEMA_FILE) -> bool:
     return True
 
 
-def check(url: str, path: Path = SCHEMA_FILE) -> None:
-    """Raise :class:`SchemaDrift` if ``path`` or the database at ``url`` differs from the build."""
-    want = expected(url)
+def check(target: Target, path: Path = SCHEMA_FILE) -> None:
+    """Raise :class:`SchemaDrift` if ``path`` or ``target``'s database differs from the build."""
+    want = expected(target)
     differences = []
     have_file = path.read_text() if path.is_file() else ""
     if have_file != want:
         differences.append(Difference(str(path), _diff(want, have_file, str(path))))
-    if migrations.database_exists(url):
-        live = dump(url)
+    if migrations.database_exists(target):
+        live = dump(target)
         if live != want:
-            dbname = parse_url(url)["dbname"]
-            differences.append(Difference(f"database {dbname!r}", _diff(want, live, dbname)))
+            subject = f"database {target.dbname!r}"
+            differences.append(Difference(subject, _diff(want, live, target.dbname)))
     if differences:
         raise SchemaDrift(differences)
 
@@ -129,36 +115,34 @@ def _diff(want: str, have: str, label: str) -> str:
 def _pg_dump() -> str:
     """pg_dump beside the server binaries (so its version matches), else the one on PATH."""
     try:
-        candidate = localdb.find_bindir() / "pg_dump"
+        candidate = Path(localdb.find_binaries().tool("pg_dump"))
         if candidate.is_file():
             return str(candidate)
     except LocalDatabaseError:
         pass
     found = shutil.which("pg_dump")
     if found is None:
-        raise LocalDatabaseError("pg_dump not found: install the PostgreSQL client tools")
+        raise ExternalToolError("pg_dump not found: install the PostgreSQL client tools")
     return found
 
 
 @contextmanager
-def _scratch_database(url: str) -> Iterator[str]:
-    """A new, empty database on the server of ``url``, dropped afterwards (needs CREATEDB)."""
-    params = parse_url(url)
-    name = f"dbtools_schema_{uuid.uuid4().hex[:12]}"
-    admin = parse_url(url_with_dbname(url, "postgres"))
+def _scratch_database(target: Target) -> Iterator[Target]:
+    """A new, empty database on ``target``'s server, dropped afterwards (needs CREATEDB)."""
+    scratch = target.with_dbname(f"dbtools_schema_{uuid.uuid4().hex[:12]}")
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch.dbname))
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch.dbname))
+    with db.maintenance_connection(target) as conn:
+        try:
+            conn.execute(create)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise PermissionDenied(
+                "building the schema needs a scratch database, and this user may not create "
+                "one: grant CREATEDB, or run this against a development server",
+                user=conn.info.user,
+            ) from exc
     try:
-        with psycopg.connect(**admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise DbToolsError(
-            f"building the schema needs a scratch database, and user {params.get('user', '?')!r} "
-            "may not create one: grant CREATEDB, or run this against a development server"
-        ) from exc
-    except psycopg.OperationalError as exc:
-        raise unavailable(exc, params) from exc
-    try:
-        yield url_with_dbname(url, name)
+        yield scratch
     finally:
-        with psycopg.connect(**admin, autocommit=True) as conn:
-            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        with db.maintenance_connection(target) as conn:
             conn.execute(drop)

@@ -33,12 +33,11 @@ from uuid import UUID
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.pq import TransactionStatus
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from dbtools.db import contained, raise_server_error
+from dbtools.db import Scope, opens_transaction, raise_failure, scope
 from dbtools.errors import (
-    DatabaseUnavailable,
+    Conflict,
     DuplicateSlug,
     InvalidSlug,
     InvalidTenant,
@@ -118,8 +117,6 @@ def _tenant_row(cursor: Any) -> Callable[[Sequence[Any]], Tenant]:
     return _make_tenant
 
 
-IDLE = TransactionStatus.IDLE
-
 GET_BY_SLUG: LiteralString = """
     SELECT id, slug, name, status, settings, created_at, updated_at
     FROM tenants
@@ -190,16 +187,14 @@ def get_by_slug(conn: psycopg.Connection[Any], slug: str) -> Tenant | None:
     """The tenant with ``slug``, or None; a string that cannot be a slug is not looked up."""
     if not is_valid_slug(slug):
         return None
-    # The hot path, written out: no context-manager generators (bench/get_by_slug.py).
-    # conn.pgconn, not conn.info: the latter builds an object on every access.
-    opens_transaction = not conn.autocommit and conn.pgconn.transaction_status == IDLE
+    # The hot path: Scope.READ written out, without a context-manager generator (bench/).
+    opened = opens_transaction(conn)
     try:
         with conn.cursor(row_factory=_tenant_row) as cur:
             cur.execute(GET_BY_SLUG, {"slug": slug})
             return cur.fetchone()
     except psycopg.Error as exc:
-        raise_server_error(conn, exc, opens_transaction)
-        raise
+        raise_failure(conn, exc, opened)
 
 
 def get_by_id(conn: psycopg.Connection[Any], tenant_id: UUID) -> Tenant | None:
@@ -282,7 +277,7 @@ def get_or_create(
         existing = get_by_slug(conn, slug)
         if existing is not None:
             return existing, False
-    raise DatabaseUnavailable(f"tenant {slug!r} kept appearing and disappearing; try again")
+    raise Conflict(f"tenant {slug!r} was deleted each time it was about to be read, 3 times")
 
 
 def update(
@@ -401,7 +396,7 @@ def _reading(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Cursor[Tenant]]:
     """A cursor for one read. No savepoint, to keep the hot path at one round trip: a read fails
     only when the server does (timeout, lost connection, missing table), and then a transaction
     the caller had open is aborted, as with any failed statement."""
-    with contained(conn, savepoint=False), conn.cursor(row_factory=_tenant_row) as cur:
+    with scope(conn, Scope.READ), conn.cursor(row_factory=_tenant_row) as cur:
         yield cur
 
 
@@ -409,7 +404,7 @@ def _reading(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Cursor[Tenant]]:
 def _writing(conn: psycopg.Connection[Any], slug: str) -> Iterator[psycopg.Cursor[Tenant]]:
     """A cursor for one write, with constraint violations mapped to dbtools errors."""
     try:
-        with contained(conn, savepoint=True), conn.cursor(row_factory=_tenant_row) as cur:
+        with scope(conn, Scope.WRITE), conn.cursor(row_factory=_tenant_row) as cur:
             yield cur
     except pg_errors.UniqueViolation as exc:
         if exc.diag.constraint_name == SLUG_KEY:
