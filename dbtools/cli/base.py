@@ -1,0 +1,160 @@
+"""What a command module declares, and the context its handlers run in.
+
+Each module of :mod:`dbtools.cli` declares its commands once, next to their handlers::
+
+    commands = Commands()
+    commands.group("tenants", help="list, show and change tenants", example="dbtools tenants list")
+
+    @commands.command(
+        "tenants show",
+        help="one tenant",
+        example="dbtools --json tenants show acme",
+        arguments=[argument("slug")],
+    )
+    def show(ctx: Context, slug: str) -> int: ...
+
+A handler gets the :class:`Context` and its own arguments as keyword parameters, and returns an
+exit code; errors it raises are mapped to exit codes by :mod:`dbtools.cli.exits`. Handlers
+import heavy modules (psycopg, pydantic, yoyo) themselves, so ``dbtools --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from dbtools.config import Target
+
+Handler = Callable[..., int]
+
+
+@dataclass(frozen=True)
+class Argument:
+    """One ``add_argument`` call: its flags (or name) and options, as argparse takes them."""
+
+    flags: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def argument(*flags: str, **options: Any) -> Argument:
+    return Argument(flags, options)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command: the words that call it (``"tenants show"``), its help, its example, its
+    arguments and its handler."""
+
+    path: str
+    help: str
+    example: str
+    handler: Handler
+    arguments: tuple[Argument, ...] = ()
+
+
+@dataclass(frozen=True)
+class Group:
+    """A word that gathers commands (``tenants``), with its own help and example."""
+
+    name: str
+    help: str
+    example: str
+
+
+class Commands:
+    """The groups and commands one module declares."""
+
+    def __init__(self) -> None:
+        self.groups: list[Group] = []
+        self.commands: list[Command] = []
+
+    def group(self, name: str, *, help: str, example: str) -> None:
+        self.groups.append(Group(name, help, example))
+
+    def command(
+        self,
+        path: str,
+        *,
+        help: str,
+        example: str,
+        arguments: tuple[Argument, ...] | list[Argument] = (),
+    ) -> Callable[[Handler], Handler]:
+        """Declare the decorated function as the handler of the command ``path``."""
+
+        def register(handler: Handler) -> Handler:
+            self.commands.append(Command(path, help, example, handler, tuple(arguments)))
+            return handler
+
+        return register
+
+
+class Context:
+    """What every handler gets: the global options, the database target (resolved once, on
+    first use), connections, and output that honours ``--json``."""
+
+    def __init__(self, *, json: bool = False, debug: bool = False, database_url: str | None = None):
+        self.json = json
+        self.debug = debug
+        self.database_url = database_url
+        self._target: Target | None = None
+
+    def target(self) -> Target:
+        """The database to work on; starting the embedded cluster, and saying so, when nothing
+        is configured (:func:`dbtools.config.resolve`)."""
+        if self._target is None:
+            from dbtools import config
+
+            self._target = config.resolve(
+                self.database_url, origin="--database-url", note=self.note
+            )
+        return self._target
+
+    @contextmanager
+    def connect(self) -> Iterator[psycopg.Connection[Any]]:
+        """An autocommit connection to the target. The command owns it, so what is the
+        caller's to retry in the library (timeouts, serialization failures) is mapped to
+        dbtools errors here."""
+        import psycopg
+
+        from dbtools import db
+
+        with db.connect(self.target(), autocommit=True) as conn:
+            try:
+                yield conn
+            except psycopg.Error as exc:
+                mapped = db.error_for(exc, conn)
+                if mapped is None:
+                    raise
+                raise mapped from exc
+
+    def emit(self, document: Any, human: str) -> None:
+        """Print ``document`` as JSON with ``--json``, else the human text."""
+        if self.json:
+            print(json.dumps(document, indent=2, ensure_ascii=False), flush=True)
+        elif human:
+            say(human)
+
+    def note(self, message: str) -> None:
+        """Progress for people (stdout); silent with ``--json`` so stdout stays one document."""
+        if not self.json:
+            say(message)
+
+
+def say(message: str = "", *, err: bool = False) -> None:
+    print(message, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+def table(rows: list[list[str]]) -> str:
+    """Rows as left-aligned columns, the first row being the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )

@@ -1,0 +1,74 @@
+"""Exit codes of the ``dbtools`` command: one table from error classes to codes.
+
+A new error class gets its row in :data:`EXIT_CODES` (the first row it is an instance of wins);
+the README's table and ``dbtools --help`` are made from, or checked against, :data:`MEANINGS`.
+"""
+
+from __future__ import annotations
+
+import enum
+import textwrap
+
+from dbtools.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    DbToolsError,
+    ExternalToolError,
+    LocalDatabaseError,
+    MigrationError,
+    PermissionDenied,
+    TryAgain,
+)
+
+
+class Exit(enum.IntEnum):
+    """What the process exit code tells a script."""
+
+    OK = 0
+    DOMAIN = 1
+    USAGE = 2
+    UNAVAILABLE = 3
+    TRY_AGAIN = 4
+    PERMISSION = 5
+    BUG = 70  # sysexits.h EX_SOFTWARE
+    INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+
+MEANINGS = {
+    Exit.OK: "success",
+    Exit.DOMAIN: "domain error: tenant not found, duplicate slug, invalid input, bad CSV rows, "
+    "schema drift",
+    Exit.USAGE: "usage or configuration error: a bad option, a malformed DATABASE_URL",
+    Exit.UNAVAILABLE: "the database cannot be reached, the connection was lost, it is not "
+    "migrated (or status: migrations are pending), a migration failed or was edited, the "
+    "embedded cluster or pg_dump failed",
+    Exit.TRY_AGAIN: "temporary: a lock or statement timeout, a serialization failure or "
+    "deadlock, the migration lock is held; the same command may succeed if run again",
+    Exit.PERMISSION: "permission denied: the database role lacks a privilege",
+    Exit.BUG: "internal error: a bug in dbtools (run with --debug and report it)",
+    Exit.INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+EXIT_CODES: tuple[tuple[type[DbToolsError], Exit], ...] = (
+    (ConfigurationError, Exit.USAGE),
+    (PermissionDenied, Exit.PERMISSION),
+    (TryAgain, Exit.TRY_AGAIN),
+    (DatabaseUnavailable, Exit.UNAVAILABLE),
+    (MigrationError, Exit.UNAVAILABLE),
+    (LocalDatabaseError, Exit.UNAVAILABLE),
+    (ExternalToolError, Exit.UNAVAILABLE),
+    (DbToolsError, Exit.DOMAIN),
+)
+
+
+def exit_code(error: DbToolsError) -> Exit:
+    """The exit code for ``error``: its class's row in :data:`EXIT_CODES`."""
+    return next(code for cls, code in EXIT_CODES if isinstance(error, cls))
+
+
+def help_text() -> str:
+    """The exit codes, as ``--help`` lists them."""
+    return "exit codes:\n" + "\n".join(
+        textwrap.fill(meaning, 78, initial_indent=f"  {int(code):<4} ", subsequent_indent=" " * 7)
+        for code, meaning in MEANINGS.items()
+    )

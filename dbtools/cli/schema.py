@@ -1,0 +1,58 @@
+"""``dbtools schema dump|check``: the schema the migrations produce (``sql/schema/``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dbtools.cli.base import Commands, Context, argument
+from dbtools.cli.exits import Exit
+
+commands = Commands()
+commands.group(
+    "schema",
+    help="the schema the migrations produce (sql/schema/)",
+    example="dbtools schema dump\n  dbtools schema check",
+)
+_FILE = argument("--file", type=Path, help="schema file (default: sql/schema/schema.sql)")
+
+
+@commands.command(
+    "schema dump",
+    help="write the migrations' schema to sql/schema/schema.sql",
+    example="dbtools schema dump && git diff sql/schema/schema.sql",
+    arguments=[_FILE],
+)
+def dump(ctx: Context, file: Path | None) -> int:
+    from dbtools import schema
+
+    path = file or schema.SCHEMA_FILE
+    changed = schema.write(ctx.target(), path)
+    ctx.emit(
+        {"file": str(path), "changed": changed},
+        f"wrote {path}" if changed else f"{path} is up to date",
+    )
+    return Exit.OK
+
+
+@commands.command(
+    "schema check",
+    help="fail with a diff if the file or database differs",
+    example='dbtools --database-url "$PROD_URL" schema check',
+    arguments=[_FILE],
+)
+def check(ctx: Context, file: Path | None) -> int:
+    from dbtools import schema
+    from dbtools.errors import SchemaDrift
+
+    path = file or schema.SCHEMA_FILE
+    try:
+        schema.check(ctx.target(), path)
+    except SchemaDrift as drift:
+        differences = [{"subject": d.subject, "diff": d.diff} for d in drift.differences]
+        ctx.emit(
+            {"ok": False, "differences": differences},
+            "".join(d.diff for d in drift.differences),
+        )
+        raise
+    ctx.emit({"ok": True, "differences": []}, f"{path} and the database match the migrations")
+    return Exit.OK

@@ -1,0 +1,239 @@
+"""``dbtools tenants ...``: list, show and change tenants, and import them from CSV."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dbtools.cli.base import Commands, Context, argument, say, table
+from dbtools.cli.exits import Exit
+from dbtools.cli.migrations import positive_int
+
+if TYPE_CHECKING:
+    from dbtools.tenants import Tenant
+
+commands = Commands()
+commands.group(
+    "tenants",
+    help="list, show and change tenants",
+    example="dbtools tenants list\n  dbtools tenants show acme",
+)
+_SLUG = argument("slug")
+
+
+def tenant_document(tenant: Tenant) -> dict[str, Any]:
+    """A tenant as its JSON document (UUID and ISO-8601 strings)."""
+    document: dict[str, Any] = tenant.model_dump(mode="json")
+    return document
+
+
+def tenant_text(tenant: Tenant) -> str:
+    """A tenant as aligned ``field  value`` lines."""
+    return "\n".join(
+        f"{field:<11} {json.dumps(value, ensure_ascii=False) if field == 'settings' else value}"
+        for field, value in tenant_document(tenant).items()
+    )
+
+
+def _limit(text: str) -> int:
+    value = positive_int(text)
+    if value > 1000:
+        raise argparse.ArgumentTypeError(f"must be at most 1000, not {value}")
+    return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _readable_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    if not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"cannot read {text}: permission denied")
+    return path
+
+
+@commands.command(
+    "tenants list",
+    help="tenants ordered by slug",
+    example="dbtools tenants list --status suspended\n"
+    "  dbtools tenants list --after acme --limit 20",
+    arguments=[
+        argument("--status", choices=("active", "suspended"), help="only this status"),
+        argument("--after", metavar="SLUG", help="start after this slug (next page)"),
+        argument(
+            "--limit", type=_limit, default=100, metavar="N", help="at most N (1-1000, default 100)"
+        ),
+    ],
+)
+def list_(ctx: Context, status: str | None, after: str | None, limit: int) -> int:
+    from dbtools import tenants
+
+    with ctx.connect() as conn:
+        page = tenants.list_tenants(conn, status=status, after=after, limit=limit)
+    next_after = page[-1].slug if len(page) == limit else None
+    document = {"tenants": [tenant_document(t) for t in page], "next_after": next_after}
+    rows = [["SLUG", "NAME", "STATUS", "CREATED"]]
+    rows += [[t.slug, t.name, t.status.value, f"{t.created_at:%Y-%m-%d %H:%M}"] for t in page]
+    human = table(rows) if page else "no tenants"
+    if next_after:
+        human += f"\n(more: --after {next_after})"
+    ctx.emit(document, human)
+    return Exit.OK
+
+
+@commands.command(
+    "tenants show", help="one tenant", example="dbtools --json tenants show acme", arguments=[_SLUG]
+)
+def show(ctx: Context, slug: str) -> int:
+    from dbtools import tenants
+    from dbtools.errors import TenantNotFound
+    from dbtools.slugs import validate_slug
+
+    validate_slug(slug)
+    with ctx.connect() as conn:
+        tenant = tenants.get_by_slug(conn, slug)
+    if tenant is None:
+        raise TenantNotFound(slug)
+    ctx.emit(tenant_document(tenant), tenant_text(tenant))
+    return Exit.OK
+
+
+@commands.command(
+    "tenants create",
+    help="create a tenant",
+    example='dbtools tenants create acme "Acme Corp" --settings \'{"plan": "pro"}\'',
+    arguments=[
+        _SLUG,
+        argument("name"),
+        argument("--settings", type=_json_object, metavar="JSON", help="a JSON object"),
+    ],
+)
+def create(ctx: Context, slug: str, name: str, settings: dict[str, Any] | None) -> int:
+    from dbtools import tenants
+
+    with ctx.connect() as conn:
+        tenant = tenants.create(conn, slug, name, settings=settings)
+    ctx.emit(tenant_document(tenant), f"created tenant {tenant.slug!r} ({tenant.name})")
+    return Exit.OK
+
+
+@commands.command(
+    "tenants rename",
+    help="change a tenant's name",
+    example='dbtools tenants rename acme "ACME Corporation"',
+    arguments=[_SLUG, argument("name")],
+)
+def rename(ctx: Context, slug: str, name: str) -> int:
+    from dbtools import tenants
+
+    with ctx.connect() as conn:
+        tenant = tenants.update(conn, slug, name=name)
+    ctx.emit(tenant_document(tenant), f"renamed tenant {tenant.slug!r} to {tenant.name!r}")
+    return Exit.OK
+
+
+@commands.command(
+    "tenants suspend",
+    help="suspend a tenant (idempotent)",
+    example="dbtools tenants suspend acme",
+    arguments=[_SLUG],
+)
+def suspend(ctx: Context, slug: str) -> int:
+    from dbtools import tenants
+
+    with ctx.connect() as conn:
+        tenant = tenants.suspend(conn, slug)
+    ctx.emit(tenant_document(tenant), f"tenant {tenant.slug!r} is suspended")
+    return Exit.OK
+
+
+@commands.command(
+    "tenants activate",
+    help="activate a tenant (idempotent)",
+    example="dbtools tenants activate acme",
+    arguments=[_SLUG],
+)
+def activate(ctx: Context, slug: str) -> int:
+    from dbtools import tenants
+
+    with ctx.connect() as conn:
+        tenant = tenants.activate(conn, slug)
+    ctx.emit(tenant_document(tenant), f"tenant {tenant.slug!r} is active")
+    return Exit.OK
+
+
+@commands.command(
+    "tenants delete",
+    help="delete a tenant (asks on a terminal; without one it needs --yes)",
+    example="dbtools tenants delete acme --yes",
+    arguments=[_SLUG, argument("--yes", action="store_true", help="do not ask for confirmation")],
+)
+def delete(ctx: Context, slug: str, yes: bool) -> int:
+    from dbtools import tenants
+    from dbtools.slugs import validate_slug
+
+    validate_slug(slug)
+    if not yes:
+        if not sys.stdin.isatty():
+            say(
+                f"dbtools: error: not deleting {slug!r}: add --yes (no terminal to ask on)",
+                err=True,
+            )
+            return Exit.USAGE
+        answer = input(f"delete tenant {slug!r} and everything it owns? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            say(f"not deleted: {slug!r}", err=True)
+            return Exit.DOMAIN
+    with ctx.connect() as conn:
+        tenants.delete(conn, slug)
+    ctx.emit({"deleted": slug}, f"deleted tenant {slug!r}")
+    return Exit.OK
+
+
+@commands.command(
+    "tenants import",
+    help="create tenants from CSV, all or nothing",
+    example="dbtools tenants import tenants.csv\n\n"
+    "The file's header is slug,name or slug,name,settings (settings: a JSON object).",
+    arguments=[argument("file", type=_readable_file, metavar="FILE.csv")],
+)
+def import_(ctx: Context, file: Path) -> int:
+    from dbtools import importing
+    from dbtools.errors import ImportFailed
+
+    progress = None
+    if sys.stderr.isatty() and not ctx.json:
+
+        def progress(rows: int) -> None:
+            print(f"\rread {rows:,} rows", end="", file=sys.stderr, flush=True)
+
+    with ctx.connect() as conn:
+        try:
+            imported = importing.import_csv(conn, file, progress=progress)
+        except ImportFailed as failure:
+            if progress is not None:
+                print(file=sys.stderr)
+            errors = [{"line": e.line, "message": e.message} for e in failure.errors]
+            if ctx.json:
+                ctx.emit({"imported": 0, "errors": errors}, "")
+            else:
+                for error in failure.errors:
+                    say(f"{failure.source}: {error}", err=True)
+            raise
+    if progress is not None:
+        print(file=sys.stderr)
+    ctx.emit({"imported": imported, "errors": []}, f"imported {imported} tenants from {file}")
+    return Exit.OK
