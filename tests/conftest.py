@@ -1,7 +1,8 @@
-"""Shared fixtures: a real PostgreSQL, a migrated template database, and a fresh clone per test.
+"""Fixtures: a real PostgreSQL, a migrated template database and a fresh clone per test, and
+the dbtools command run in-process.
 
 The server is ``DBTOOLS_TEST_DATABASE_URL`` when set (a role that may create databases), else a
-throw-away embedded cluster (no fsync) made for this session in ``.dbtools/test-<pid>`` and
+throw-away embedded cluster (no fsync, in RAM where /dev/shm exists) made for this session and
 deleted after it, so two test sessions never share one. Migrations are applied once into
 pytest-postgresql's template database; each test gets a clone of it.
 """
@@ -10,55 +11,34 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import psycopg
 import pytest
 from psycopg import sql
 from pytest_postgresql import factories
 
-from dbtools import config, localdb, migrations
+from dbtools import cli as dbtools_cli
+from dbtools import db, localdb, migrations
+from dbtools.config import Target
+from tests.helpers import (
+    FAST_TMP,
+    SERVER,
+    TEST_CLUSTER,
+    CliResult,
+    remove_cluster,
+    run_python,
+    target_for,
+)
 
-PROJECT = Path(__file__).resolve().parent.parent
-TEST_SERVER_VAR = "DBTOOLS_TEST_DATABASE_URL"
-
-
-def _server() -> tuple[dict[str, Any], localdb.Cluster | None]:
-    url = os.environ.get(TEST_SERVER_VAR)
-    if url:
-        return config.parse_url(url), None
-    cluster = localdb.cluster(f"test-{os.getpid()}", durable=False)
-    return config.parse_url(cluster.url("postgres")), cluster
-
-
-SERVER, TEST_CLUSTER = _server()
-
-
-def url_for(dbname: str, server: dict[str, Any] = SERVER) -> str:
-    """A libpq URL for ``dbname`` on the test server."""
-    user = quote(server.get("user", ""), safe="")
-    password = server.get("password")
-    userinfo = f"{user}:{quote(password, safe='')}@" if password else f"{user}@"
-    query = f"host={quote(server.get('host', ''), safe='/')}&port={server.get('port', '5432')}"
-    return f"postgresql://{userinfo}/{quote(dbname, safe='')}?{query}"
-
-
-def remove_cluster(cluster: localdb.Cluster) -> None:
-    """Stop a throw-away cluster; delete it, and the /tmp/dbtools-* folder it moved to, if any."""
-    cluster.stop()
-    moved = cluster.root.parent.name.startswith("dbtools-")
-    shutil.rmtree(cluster.root.parent if moved else cluster.root, ignore_errors=True)
-    (cluster.root.parent / f".{cluster.root.name}.lock").unlink(missing_ok=True)
+Cli = Callable[..., CliResult]
 
 
 def _load_migrations(*, dbname: str, **_: Any) -> None:
-    migrations.apply(url_for(dbname))
+    migrations.apply(target_for(dbname))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -72,11 +52,12 @@ def _test_server() -> Iterator[None]:
     remove_cluster(TEST_CLUSTER)
 
 
+_params = SERVER.params
 postgresql_noproc = factories.postgresql_noproc(
-    host=SERVER.get("host"),
-    port=SERVER.get("port", "5432"),
-    user=SERVER.get("user"),
-    password=SERVER.get("password"),
+    host=_params.get("host"),
+    port=_params.get("port", "5432"),
+    user=_params.get("user"),
+    password=_params.get("password"),
     dbname=f"dbtools_test_{os.getpid()}",  # the server may be shared with other sessions
     load=[_load_migrations],
 )
@@ -91,28 +72,46 @@ def conn(postgresql: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
 
 
 @pytest.fixture
-def db_url(postgresql: psycopg.Connection[Any]) -> str:
-    """The URL of this test's freshly migrated database."""
-    return url_for(postgresql.info.dbname)
+def target(postgresql: psycopg.Connection[Any]) -> Target:
+    """This test's freshly migrated database."""
+    return target_for(postgresql.info.dbname)
 
 
 @pytest.fixture
-def missing_db() -> Iterator[str]:
-    """The URL of a database that does not exist yet on the test server; dropped afterwards."""
+def db_url(target: Target) -> str:
+    """The URL of this test's freshly migrated database, as an operator would type it."""
+    return target.url()
+
+
+@pytest.fixture
+def missing_db() -> Iterator[Target]:
+    """A database that does not exist yet on the test server; dropped afterwards."""
     dbname = f"dbtools_new_{uuid.uuid4().hex[:8]}"
-    yield url_for(dbname)
-    with psycopg.connect(**(SERVER | {"dbname": "postgres"}), autocommit=True) as conn:
+    yield target_for(dbname)
+    with db.maintenance_connection(SERVER) as admin:
         drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
-        conn.execute(drop)
+        admin.execute(drop)
 
 
 @pytest.fixture
-def connect(db_url: str) -> Iterator[Any]:
+def local_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty DBTOOLS_LOCAL_DIR (in RAM where possible) for embedded clusters; every cluster
+    started there is stopped, and the folder deleted, afterwards."""
+    folder = FAST_TMP / f"dbtools-local-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv(localdb.LOCAL_DIR_VAR, str(folder))
+    yield folder
+    for data in folder.glob("*/data"):
+        remove_cluster(localdb.Cluster(localdb.Placement(data.parent)))
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def connect(target: Target) -> Iterator[Callable[..., psycopg.Connection[Any]]]:
     """Open more connections to this test's database; all are closed afterwards."""
     opened: list[psycopg.Connection[Any]] = []
 
     def _connect(**kwargs: Any) -> psycopg.Connection[Any]:
-        opened.append(psycopg.connect(**config.parse_url(db_url), **kwargs))
+        opened.append(db.connect(target, **kwargs))
         return opened[-1]
 
     yield _connect
@@ -121,19 +120,32 @@ def connect(db_url: str) -> Iterator[Any]:
 
 
 @pytest.fixture
-def run_cli(tmp_path: Path) -> Any:
-    """Run the real ``dbtools`` command in a subprocess, from an empty folder (no .env)."""
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Cli:
+    """Run ``dbtools ARGS...`` in this process, from an empty folder with no DATABASE_URL;
+    ``env=`` sets environment variables for that run only."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
 
-    def _run(*args: str, env: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
-        environ = {k: v for k, v in os.environ.items() if k != config.DATABASE_URL_VAR}
-        return subprocess.run(
-            [sys.executable, "-m", "dbtools", *args],
-            cwd=tmp_path,
-            env=environ | (env or {}),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+    def _run(*argv: str, env: dict[str, str] | None = None) -> CliResult:
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in (env or {}).items():
+                patch.setenv(name, value)
+            capsys.readouterr()
+            code = dbtools_cli.main(list(argv))
+            out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return _run
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> Cli:
+    """Run the real ``dbtools`` program (``python -m dbtools``) in a process of its own, from an
+    empty folder with no DATABASE_URL: for what only a real process shows."""
+
+    def _run(*argv: str, env: dict[str, str] | None = None) -> CliResult:
+        environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | (env or {})
+        result = run_python("-m", "dbtools", *argv, env=environ, cwd=tmp_path)
+        return CliResult(result.returncode, result.stdout, result.stderr)
 
     return _run

@@ -1,209 +1,335 @@
-"""The dbtools command as an operator runs it: output, exit codes, one-line errors, no passwords."""
+"""The dbtools command as a whole: the command table, global options, the exit-code table, one-line
+errors, and passwords that never show. Run in-process (``cli.main``); see test_console.py for the
+few things only a real process shows."""
 
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from dbtools import config, localdb
-from tests.conftest import SERVER, remove_cluster
+from dbtools import config, errors
+from dbtools.cli import MODULES
+from dbtools.cli.base import Command, argument
+from dbtools.cli.exits import EXIT_CODES, MEANINGS, Exit, exit_code
+from dbtools.config import Target
+from tests.conftest import Cli
+from tests.helpers import PROJECT
+
+Conn = psycopg.Connection[Any]
+DECLARED = [command for module in MODULES for command in module.commands.commands]
+GROUPS = [group for module in MODULES for group in module.commands.groups]
 
 
-def test_migrate_creates_the_database_then_reports_nothing_pending(
-    run_cli: Any, missing_db: str
+def one_error_line(result: Any) -> str:
+    """The one line a failed command prints on stderr, after checking there is only one."""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("dbtools: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return str(result.stderr.strip())
+
+
+# --- the command table -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", DECLARED, ids=lambda c: c.path)
+def test_every_command_shows_its_help_and_example(cli: Cli, command: Command) -> None:
+    result = cli(*command.path.split(), "--help")
+    assert result.returncode == 0
+    assert command.help.split("(")[0].strip() in " ".join(result.stdout.split())
+    assert f"example:\n  {command.example}" in result.stdout
+
+
+def test_every_group_lists_its_commands_with_an_example(cli: Cli) -> None:
+    for group in GROUPS:
+        result = cli(group.name, "--help")
+        assert result.returncode == 0
+        assert f"example:\n  {group.example}" in result.stdout
+        members = [c.path.split()[-1] for c in DECLARED if c.path.startswith(f"{group.name} ")]
+        assert members, group.name
+        assert all(f"    {name} " in result.stdout for name in members), group.name
+
+
+def test_main_help_lists_every_command_and_the_exit_codes(cli: Cli) -> None:
+    result = cli("--help")
+    assert result.returncode == 0
+    for word in {command.path.split()[0] for command in DECLARED}:
+        assert f"    {word} " in result.stdout, word
+    for code, meaning in MEANINGS.items():
+        assert f"  {int(code):<4} {meaning[:40]}" in result.stdout
+
+
+def test_a_group_without_a_command_shows_its_help_and_exits_2(cli: Cli) -> None:
+    result = cli("tenants")
+    assert result.returncode == 2
+    assert "list, show and change tenants" in result.stderr
+
+
+def test_global_options_work_before_and_after_the_command(
+    cli: Cli, db_url: str, conn: Conn
 ) -> None:
-    first = run_cli("migrate", env={"DATABASE_URL": missing_db})
-    assert first.returncode == 0, first.stderr
-    assert "created database 'dbtools_new_" in first.stdout
-    assert "applied 0001_create-tenants" in first.stdout
-
-    second = run_cli("migrate", env={"DATABASE_URL": missing_db})
-    assert second.returncode == 0, second.stderr
-    assert "no pending migrations" in second.stdout
-    assert "created" not in second.stdout
+    conn.execute("INSERT INTO tenants (slug, name) VALUES ('acme', 'Acme')")
+    before = cli("--json", "--database-url", db_url, "tenants", "list")
+    after = cli("tenants", "list", "--json", "--database-url", db_url)
+    between = cli("tenants", "--json", "list", "--database-url", db_url)
+    assert before.returncode == after.returncode == between.returncode == 0, after.stderr
+    assert json.loads(before.stdout)["tenants"][0]["slug"] == "acme"
+    assert before.stdout == after.stdout == between.stdout
 
 
-def test_status_exits_3_while_migrations_are_pending(run_cli: Any, db_url: str) -> None:
-    applied = run_cli("--database-url", db_url, "status")
-    assert applied.returncode == 0
-    assert "1 applied, 0 pending" in applied.stdout
-
-    rolled_back = run_cli("--database-url", db_url, "rollback")
-    assert rolled_back.returncode == 0
-    assert "rolled back 0001_create-tenants" in rolled_back.stdout
-
-    pending = run_cli("--database-url", db_url, "status")
-    assert pending.returncode == 3
-    assert "pending " in pending.stdout
-    assert "0 applied, 1 pending" in pending.stdout
-
-
-def test_seed_twice(run_cli: Any, db_url: str) -> None:
-    first = run_cli("seed", env={"DATABASE_URL": db_url})
-    assert first.returncode == 0
-    assert "created tenant 'demo'" in first.stdout
-    second = run_cli("seed", env={"DATABASE_URL": db_url})
-    assert second.returncode == 0
-    assert "already exists; left unchanged" in second.stdout
-
-
-def test_two_seed_processes_racing(
-    run_cli: Any, db_url: str, conn: psycopg.Connection[Any]
+def test_a_mistake_in_a_declaration_is_one_line_with_the_bug_exit_code(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda _: run_cli("seed", env={"DATABASE_URL": db_url}), range(2)))
-    assert [r.returncode for r in results] == [0, 0]
-    created = [r.stdout for r in results if "created tenant 'demo'" in r.stdout]
-    existed = [r.stdout for r in results if "already exists; left unchanged" in r.stdout]
-    assert (len(created), len(existed)) == (1, 1)
-    assert conn.execute("SELECT count(*) FROM tenants").fetchone() == (1,)
+    """The parser is built inside main's error handling: even --help fails in one line."""
+    from dbtools.cli import tenants
+
+    clash = Command("tenants clash", "x", "x", lambda ctx: 0, (argument("--json"),))
+    monkeypatch.setattr(tenants.commands, "commands", [*tenants.commands.commands, clash])
+    result = cli("--help")
+    assert result.returncode == Exit.BUG
+    assert one_error_line(result).startswith("dbtools: error: internal error: ArgumentError: ")
 
 
-def test_dotenv_in_the_current_folder_is_read(run_cli: Any, db_url: str, tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text(f"DATABASE_URL={db_url}\n")
-    result = run_cli("seed")
-    assert result.returncode == 0, result.stderr
-    assert "created tenant 'demo'" in result.stdout
+def test_an_unexpected_exception_is_a_bug_not_a_domain_error(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dbtools.cli import db as db_commands
 
+    def broken(ctx: Any) -> int:
+        raise RuntimeError("something nobody mapped\nsecond line")
 
-def test_database_url_option_wins_over_the_environment(run_cli: Any, db_url: str) -> None:
-    result = run_cli(
-        "--database-url", db_url, "seed", env={"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"}
+    [url_command] = [c for c in db_commands.commands.commands if c.path == "db url"]
+    patched = [
+        c if c is not url_command else Command("db url", "h", "e", broken)
+        for c in db_commands.commands.commands
+    ]
+    monkeypatch.setattr(db_commands.commands, "commands", patched)
+    result = cli("db", "url")
+    assert result.returncode == int(Exit.BUG) == 70
+    assert one_error_line(result) == (
+        "dbtools: error: internal error: RuntimeError: something nobody mapped "
+        "(a bug in dbtools: run with --debug and report it)"
     )
-    assert result.returncode == 0, result.stderr
+    debug = cli("--debug", "db", "url")
+    assert "Traceback" in debug.stderr
+    assert debug.stderr.splitlines()[-1].startswith("dbtools: error: internal error:")
+
+
+# --- the exit-code table -----------------------------------------------------------------------
+
+EXAMPLES: list[tuple[errors.DbToolsError, Exit]] = [
+    (errors.ConfigurationError("x"), Exit.USAGE),
+    (errors.PermissionDenied("permission denied for schema public"), Exit.PERMISSION),
+    (errors.Timeout("lock", "canceling statement due to lock timeout"), Exit.TRY_AGAIN),
+    (errors.Conflict("could not serialize access"), Exit.TRY_AGAIN),
+    (errors.PoolExhausted("busy"), Exit.TRY_AGAIN),
+    (errors.MigrationLocked("db", pid=1), Exit.TRY_AGAIN),
+    (errors.DatabaseUnavailable("x"), Exit.UNAVAILABLE),
+    (errors.NotMigrated("x"), Exit.UNAVAILABLE),
+    (errors.MigrationError("x"), Exit.UNAVAILABLE),
+    (errors.MigrationEdited("sql/0001_x.sql"), Exit.UNAVAILABLE),
+    (errors.LocalDatabaseError("x"), Exit.UNAVAILABLE),
+    (errors.ExternalToolError("x"), Exit.UNAVAILABLE),
+    (errors.InvalidSlug("X", "x"), Exit.DOMAIN),
+    (errors.InvalidTenant("x", "name", "x"), Exit.DOMAIN),
+    (errors.DuplicateSlug("x"), Exit.DOMAIN),
+    (errors.TenantNotFound("x"), Exit.DOMAIN),
+    (errors.ImportFailed("x.csv", []), Exit.DOMAIN),
+    (errors.SchemaDrift([]), Exit.DOMAIN),
+]
+
+
+def test_every_error_class_has_its_exit_code() -> None:
+    classes = {
+        value
+        for value in vars(errors).values()
+        if isinstance(value, type) and issubclass(value, errors.DbToolsError)
+    }
+    examples = {type(error) for error, _ in EXAMPLES}
+    assert classes - {errors.DbToolsError, errors.TryAgain} == examples, "add it to EXAMPLES"
+    assert {error: exit_code(error) for error, _ in EXAMPLES} == dict(EXAMPLES)
+    assert {code for _, code in EXIT_CODES} <= set(MEANINGS)
+
+
+def test_the_readme_documents_every_exit_code() -> None:
+    readme = (PROJECT / "README.md").read_text()
+    for code, meaning in MEANINGS.items():
+        assert f"| {int(code)} | {meaning} |" in readme, code
+
+
+# --- timeouts, conflicts, privileges: their own codes ------------------------------------------
+
+
+@pytest.fixture
+def locked_tenants(connect: Any) -> Iterator[None]:
+    holder = connect()
+    holder.execute("LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE")
+    yield
+    holder.rollback()
 
 
 @pytest.mark.parametrize(
-    ("url", "code", "complaint"),
+    ("options", "setting"),
     [
-        ("postgresql://admin:TopSecret42@127.0.0.1:1/dbtools_system", 3, "cannot connect"),
-        ("postgresql://admin:TopSecret42@/dbtools_system?host=/nonexistent", 3, "cannot connect"),
-        ("postgresql://admin:TopSecret42@host:nope/dbtools_system", 2, "invalid port"),
-        ("mysql://admin:TopSecret42@host/dbtools_system", 2, "must start with postgresql://"),
+        ("-c lock_timeout=100ms", "lock_timeout"),
+        ("-c lock_timeout=0 -c statement_timeout=100ms", "statement_timeout"),
     ],
 )
-@pytest.mark.parametrize("command", ["migrate", "seed", "status"])
-def test_bad_or_unreachable_database_is_one_line_without_password(
-    run_cli: Any, url: str, code: int, complaint: str, command: str
+def test_a_timeout_says_try_again_with_its_own_exit_code(
+    cli: Cli, target: Target, locked_tenants: None, options: str, setting: str
 ) -> None:
-    result = run_cli(command, env={"DATABASE_URL": url})
-    assert result.returncode == code
-    assert result.stdout == ""
-    assert result.stderr.count("\n") == 1
-    assert result.stderr.startswith("dbtools: error: ")
-    assert complaint in result.stderr
-    assert "TopSecret42" not in result.stderr
+    url = target.url()
+    result = cli("--database-url", url, "tenants", "show", "acme", env={"PGOPTIONS": options})
+    assert result.returncode == int(Exit.TRY_AGAIN) == 4
+    line = one_error_line(result)
+    assert line.startswith(f"dbtools: error: timed out on database {target.dbname!r} ({setting}): ")
+    assert line.endswith("; try again")
 
 
-def test_usage_error_exits_2(run_cli: Any) -> None:
-    result = run_cli("rollback", "--count", "0")
-    assert result.returncode == 2
-    assert "must be at least 1" in result.stderr
-
-
-def test_demo_on_the_embedded_default(
-    run_cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_migrate_as_a_role_that_may_not_create_tables_is_permission_denied(
+    cli: Cli, conn: Conn, target: Target
 ) -> None:
-    """What `make demo` does on a fresh machine: no DATABASE_URL at all, a new embedded cluster."""
-    local_dir = tmp_path / "local"
-    monkeypatch.setenv(localdb.LOCAL_DIR_VAR, str(local_dir))
-    cluster = localdb.default_cluster()
-    env = {localdb.LOCAL_DIR_VAR: str(local_dir)}
+    conn.execute("CREATE ROLE dbtools_cli_ro LOGIN")
+    conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
     try:
-        demo = run_cli("demo", env=env)
-        assert demo.returncode == 0, demo.stderr
-        assert "started the embedded PostgreSQL" in demo.stdout
-        assert "created database 'dbtools_system'" in demo.stdout
-        assert "created tenant 'demo'" in demo.stdout
-        assert "name        Demo Tenant" in demo.stdout
-
-        url = run_cli("db", "url", env=env)
-        assert url.stdout.strip() == cluster.url(config.DEFAULT_DBNAME)
-        with psycopg.connect(**config.parse_url(url.stdout.strip())) as conn:
-            assert conn.execute("SELECT name FROM tenants WHERE slug = 'demo'").fetchone() == (
-                "Demo Tenant",
-            )
-
-        assert run_cli("db", "status", env=env).returncode == 0
-        stop = run_cli("db", "stop", env=env)
-        assert stop.returncode == 0
-        assert "stopped" in stop.stdout
-        status = run_cli("db", "status", env=env)
-        assert status.returncode == 3
-        assert "stopped" in status.stdout
+        as_role = Target.from_params(**(target.params | {"user": "dbtools_cli_ro"}))
+        result = cli("--database-url", as_role.url(), "migrate")
     finally:
-        remove_cluster(cluster)
-
-
-def test_missing_server_binaries_is_one_line(run_cli: Any, tmp_path: Path) -> None:
-    script = (
-        "import sys; from dbtools import localdb, cli; localdb.SERVER_BIN_GLOBS = (); "
-        "sys.exit(cli.main(['db', 'start']))"
-    )
-    result = run_cli_python(run_cli, script, tmp_path)
-    assert result.returncode == 3
-    assert result.stderr.count("\n") == 1
-    assert "apt-get install postgresql" in result.stderr
-
-
-def run_cli_python(run_cli: Any, script: str, empty: Path) -> Any:
-    import subprocess
-    import sys
-
-    return subprocess.run(
-        [sys.executable, "-c", script],
-        env={
-            "PATH": str(empty),
-            localdb.LOCAL_DIR_VAR: str(empty / "local"),
-            localdb.BINDIR_VAR: str(empty),
-        },
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
+        conn.execute("DROP ROLE dbtools_cli_ro")
+    assert result.returncode == int(Exit.PERMISSION) == 5
+    assert one_error_line(result).startswith(
+        "dbtools: error: permission denied for schema public: migrating needs CREATE on it"
     )
 
 
-def test_dry_run_on_a_missing_database_changes_nothing(run_cli: Any, missing_db: str) -> None:
-    result = run_cli("--database-url", missing_db, "migrate", "--dry-run")
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("postgresql://u@127.0.0.1:1/db?connect_timeout=abc", "connect_timeout must be a whole"),
+        ("postgresql://u@127.0.0.1:1/db?sslmode=bogus", "sslmode must be one of"),
+        ("postgresql://u@127.0.0.1:port/db", "invalid port"),
+    ],
+)
+def test_configuration_errors_exit_2_wherever_they_are_found(
+    cli: Cli, url: str, complaint: str
+) -> None:
+    for command in (("status",), ("tenants", "list"), ("migrate",), ("schema", "check")):
+        result = cli("--database-url", url, *command)
+        assert result.returncode == Exit.USAGE, command
+        assert complaint in one_error_line(result), command
+
+
+def test_a_bad_libpq_environment_variable_exits_2(cli: Cli, db_url: str) -> None:
+    result = cli("--database-url", db_url, "status", env={"PGSSLMODE": "bogus"})
+    assert result.returncode == Exit.USAGE
+    assert "PGSSLMODE: sslmode must be one of" in one_error_line(result)
+
+
+def test_a_server_that_never_answers_times_out_instead_of_hanging(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(config, "CONNECT_TIMEOUT", 2)  # libpq's minimum; the default is 10
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        result = cli("--database-url", f"postgresql://u@127.0.0.1:{port}/x", "status")
+    assert result.returncode == Exit.UNAVAILABLE
+    assert one_error_line(result) == (
+        f"dbtools: error: cannot connect to database 'x' on 127.0.0.1:{port}: "
+        "connection timeout expired"
+    )
+
+
+# --- one target, parsed once -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command", [("migrate",), ("schema", "check"), ("status",), ("demo",), ("tenants", "list")]
+)
+def test_the_url_is_parsed_once_per_invocation(
+    cli: Cli, db_url: str, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]
+) -> None:
+    parses: list[str] = []
+    real = Target.from_url.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type[Target], /, url: str, **kwargs: Any) -> Target:
+        parses.append(url)
+        result: Target = real(cls, url, **kwargs)
+        return result
+
+    monkeypatch.setattr(Target, "from_url", classmethod(counted))
+    result = cli(*command, env={"DATABASE_URL": db_url})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("-- would create database 'dbtools_new_")
-    assert "CREATE TABLE tenants (" in result.stdout
-    dbname = config.parse_url(missing_db)["dbname"]
-    with psycopg.connect(**(SERVER | {"dbname": "postgres"})) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
-    assert exists is None
+    assert parses == [db_url]
 
 
-def test_dry_run_prints_pending_sql_and_applies_nothing(run_cli: Any, db_url: str) -> None:
-    up_to_date = run_cli("--database-url", db_url, "migrate", "--dry-run")
-    assert "no pending migrations" in up_to_date.stdout
+# --- a password never shows --------------------------------------------------------------------
 
-    run_cli("--database-url", db_url, "rollback")
-    pending = run_cli("--database-url", db_url, "--json", "migrate", "--dry-run")
-    assert pending.returncode == 0
-    [migration] = json.loads(pending.stdout)["pending"]
-    assert migration["id"] == "0001_create-tenants"
-    assert "CREATE TYPE tenant_status" in migration["sql"]
-    assert run_cli("--database-url", db_url, "status").returncode == 3  # still pending
+# Every piece of every password starts with "Zq": no output may contain "Zq" at all.
+PASSWORD_URLS = [
+    pytest.param(
+        "postgresql://app:Zq1%40Zq2%3AZq3%2FZq4%23Zq5%3FZq6%25Zq7%26Zq8%20Zq9@127.0.0.1:1/db",
+        id="percent-encoded",
+    ),
+    pytest.param("postgresql://app@127.0.0.1:1/db?password=Zq1@Zq2", id="query-string"),
+    pytest.param("postgresql://app@127.0.0.1:1?password=Zq1@Zq2", id="query-no-database"),
+    pytest.param("postgresql://app@127.0.0.1:1/db?password=Zq1@Zq2%zz", id="broken-escape"),
+    pytest.param("postgresql://app:Zq1/Zq2@127.0.0.1:1/db", id="slash"),
+    pytest.param("postgresql://app:12/Zq2@127.0.0.1:1/db", id="slash-digits"),
+    pytest.param("postgresql://app:Zq1#Zq2@127.0.0.1:1/db", id="hash"),
+    pytest.param("postgresql://app:Zq1?Zq2@127.0.0.1:1/db", id="question-mark"),
+    pytest.param("postgresql://app:Zq1@Zq2@127.0.0.1:1/db", id="at-sign"),
+    pytest.param("postgresql://app:Zq1 Zq2@127.0.0.1:1/db", id="space"),
+    pytest.param("postgresql://app:Zq1:Zq2@127.0.0.1:1/db", id="colon"),
+    pytest.param("postgresql+psycopg://app:Zq1&Zq2%25@127.0.0.1:1/db", id="yoyo-scheme"),
+    pytest.param("postgresql://app@127.0.0.1:1/db?sslpassword=Zq1&password=Zq2", id="sslpassword"),
+    pytest.param("postgresql://app:Zq1@127.0.0.1:1,127.0.0.1:2/db", id="several-hosts"),
+    pytest.param("host=127.0.0.1 port=1 dbname=db user=app password='Zq1 Zq2'", id="conninfo"),
+    pytest.param("host=127.0.0.1 port=1 dbname=db password='Zq1 Zq2", id="conninfo-unclosed"),
+    pytest.param("host=127.0.0.1 port=1 dbname=db password=Zq1=Zq2 x", id="conninfo-garbage"),
+]
+COMMANDS = [
+    ("migrate",),
+    ("migrate", "--dry-run"),
+    ("rollback",),
+    ("status",),
+    ("seed",),
+    ("demo",),
+    ("schema", "dump", "--file", "schema.sql"),
+    ("schema", "check"),
+    ("tenants", "list"),
+    ("tenants", "show", "acme"),
+    ("tenants", "create", "acme", "Acme"),
+    ("tenants", "suspend", "acme"),
+    ("tenants", "delete", "acme", "--yes"),
+    ("tenants", "import", "tenants.csv"),
+]
 
 
-def test_dry_run_and_status_leave_a_fresh_database_untouched(run_cli: Any, missing_db: str) -> None:
-    with psycopg.connect(**(SERVER | {"dbname": "postgres"}), autocommit=True) as conn:
-        dbname = config.parse_url(missing_db)["dbname"]
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    dry_run = run_cli("--database-url", missing_db, "migrate", "--dry-run")
-    assert dry_run.returncode == 0, dry_run.stderr
-    assert "CREATE TABLE tenants (" in dry_run.stdout
-    assert run_cli("--database-url", missing_db, "status").returncode == 3
-    with psycopg.connect(**config.parse_url(missing_db)) as conn:
-        count = conn.execute(
-            "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"
-        )
-        assert count.fetchone() == (0,)
+@pytest.mark.parametrize("url", PASSWORD_URLS)
+def test_no_part_of_a_password_ever_shows(cli: Cli, url: str, tmp_path: Path) -> None:
+    (tmp_path / "tenants.csv").write_text("slug,name\nacme,Acme\n")
+    for command in COMMANDS:
+        for mode in ((), ("--json",), ("--debug",)):
+            result = cli(*mode, *command, env={"DATABASE_URL": url})
+            shown = result.stdout + result.stderr
+            assert result.returncode in (Exit.USAGE, Exit.UNAVAILABLE), (command, mode, shown)
+            assert "Zq" not in shown, (command, mode, shown)
+            assert shown.rstrip().splitlines()[-1].startswith("dbtools: error: "), shown
+
+
+def test_no_password_shows_when_commands_succeed(cli: Cli, target: Target) -> None:
+    """The embedded server trusts the socket, so the password is sent and ignored."""
+    url = Target.from_params(**(target.params | {"password": "Zq1@Zq2:Zq3/Zq4 Zq5"})).url()
+    for command in COMMANDS[:2] + COMMANDS[3:5] + COMMANDS[7:11]:
+        for mode in ((), ("--json",), ("--debug",)):
+            result = cli(*mode, *command, env={"DATABASE_URL": url})
+            assert result.returncode in (0, 1), (command, result.stderr)
+            assert "Zq" not in result.stdout + result.stderr, command

@@ -1,28 +1,42 @@
-"""Where the URL comes from, how it is checked, and that a password is never shown."""
+"""dbtools.config: one parsed Target, where it comes from, and that it never shows a password."""
 
 from __future__ import annotations
 
+import ast
+import logging
 from pathlib import Path
 
 import pytest
+from yoyo.connections import parse_uri
 
-from dbtools import config
+from dbtools import config, localdb
+from dbtools.config import Target
 from dbtools.errors import ConfigurationError
+from tests.helpers import PROJECT
 
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No DATABASE_URL in the environment, and an empty current directory."""
-    monkeypatch.delenv("DATABASE_URL", raising=False)
+    """No DATABASE_URL or libpq variables in the environment, and an empty current directory."""
+    for name in ("DATABASE_URL", "PGCONNECT_TIMEOUT", "PGSSLMODE", "PGTARGETSESSIONATTRS"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
+# --- where the target comes from ---------------------------------------------------------------
+
+
 def test_environment_wins_over_dotenv(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (clean_env / ".env").write_text("DATABASE_URL=postgresql://from-dotenv/db\n")
-    assert config.configured_url() == "postgresql://from-dotenv/db"
+    found = config.resolve()
+    assert (found.params["host"], found.origin) == (
+        "from-dotenv",
+        f"DATABASE_URL in {clean_env}/.env",
+    )
     monkeypatch.setenv("DATABASE_URL", "postgresql://from-env/db")
-    assert config.configured_url() == "postgresql://from-env/db"
+    found = config.resolve()
+    assert (found.params["host"], found.origin) == ("from-env", "DATABASE_URL")
 
 
 def test_dotenv_is_found_in_a_parent_folder(
@@ -31,17 +45,35 @@ def test_dotenv_is_found_in_a_parent_folder(
     (clean_env / ".env").write_text("DATABASE_URL=postgresql://parent/db\n")
     (clean_env / "sub").mkdir()
     monkeypatch.chdir(clean_env / "sub")
-    assert config.configured_url() == "postgresql://parent/db"
-
-
-def test_nothing_configured(clean_env: Path) -> None:
-    assert config.configured_url() is None
+    assert config.resolve().params["host"] == "parent"
 
 
 def test_explicit_url_wins(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://from-env/db")
-    assert config.resolve_url("postgresql://explicit/db") == "postgresql://explicit/db"
-    assert config.resolve_url() == "postgresql://from-env/db"
+    explicit = config.resolve("postgresql://explicit/db", origin="--database-url")
+    assert (explicit.params["host"], explicit.origin) == ("explicit", "--database-url")
+
+
+def test_a_target_is_passed_through(clean_env: Path) -> None:
+    target = Target.from_url("postgresql://h/db")
+    assert config.resolve(target) is target
+
+
+def test_nothing_configured_starts_the_embedded_cluster_and_says_so(
+    clean_env: Path, local_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster = localdb.default_cluster()
+    notes: list[str] = []
+    first = config.resolve(note=notes.append)
+    with caplog.at_level(logging.INFO, logger="dbtools"):
+        second = config.resolve()  # already running: nothing to say
+    assert first == second == cluster.target(config.DEFAULT_DBNAME)
+    assert first.origin == "the embedded PostgreSQL"
+    assert notes == [f"started the embedded PostgreSQL (socket in {cluster.placement.socket_dir})"]
+    assert caplog.messages == []
+
+
+# --- parsing ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -50,77 +82,147 @@ def test_explicit_url_wins(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> 
         "postgresql://u:pw@host:5432/db",
         "postgres://u:pw@host/db",
         "postgresql+psycopg://u:pw@host/db",
+        "POSTGRESQL+PSYCOPG://u:pw@host/db",
         "postgresql://u@/db?host=/var/run/postgresql",
+        "postgresql://u@h1:5432,h2:5433/db?target_session_attrs=read-write",
+        "host=h dbname=db user=u password='p w'",
     ],
 )
-def test_parse_accepts_libpq_and_yoyo_urls(url: str) -> None:
-    assert config.parse_url(url)["dbname"] == "db"
+def test_libpq_urls_yoyo_urls_and_conninfo_strings_are_accepted(url: str) -> None:
+    assert Target.from_url(url).dbname == "db"
 
 
-@pytest.mark.parametrize(
-    ("url", "complaint"),
-    [
-        ("mysql://u:topsecret@host/db", "must start with postgresql://"),
-        ("not a url topsecret", "must be a URL"),
-        ("postgresql://u:topsecret@host:port/db", "invalid port"),
-        ("postgresql://u:topsecret@host/db?sslmode=maybe&nonsense=1", "not a valid PostgreSQL URL"),
-        ("postgresql://u:topsecret@host", "names no database"),
-    ],
-)
-def test_malformed_url_gives_a_clear_error_without_the_password(url: str, complaint: str) -> None:
-    with pytest.raises(ConfigurationError, match=complaint) as caught:
-        config.parse_url(url)
-    assert "topsecret" not in str(caught.value)
-    assert "\n" not in str(caught.value)
+def test_several_hosts_and_a_read_write_intent() -> None:
+    target = Target.from_url(
+        "postgresql://app@db1.internal:5432,db2.internal:5433/dbtools_system"
+        "?target_session_attrs=read-write"
+    )
+    assert target.hosts == ("db1.internal:5432", "db2.internal:5433")
+    assert target.params["target_session_attrs"] == "read-write"
+    assert target.describe() == "database 'dbtools_system' on db1.internal:5432, db2.internal:5433"
 
 
-@pytest.mark.parametrize(
-    ("url", "masked"),
-    [
-        ("postgresql://u:s3cr%40t@h/db", "postgresql://u:***@h/db"),
-        (
-            "postgresql://u@h/db?password=s3cret&sslmode=require",
-            "postgresql://u@h/db?password=***&sslmode=require",
-        ),
-        ("postgresql://u@h/db", "postgresql://u@h/db"),
-        ("host=h password='s3 cret' dbname=db", "host=h password=*** dbname=db"),
-    ],
-)
-def test_mask_url_hides_every_password(url: str, masked: str) -> None:
-    assert config.mask_url(url) == masked
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "postgresql://app:s3cr/et@db.example:5432/dbtools_system",
-        "postgresql://app:s3cr#et@db.example/dbtools_system",
-        "postgresql://app:s3cr?et@db.example/dbtools_system",
-        "postgresql://app:s3cr@et@db.example/dbtools_system",
-        "postgresql://app@db.example/dbtools_system?pass%77ord=s3cret",
-        "postgresql://app@db.example/dbtools_system?PASSWORD=s3cret",
-    ],
-)
-def test_awkward_passwords_are_masked_and_never_echoed(url: str) -> None:
-    assert "s3cr" not in config.mask_url(url)
-    assert "s3cr" not in error_of(url)
-
-
-def error_of(url: str) -> str:
-    """The message parse_url raises for ``url``, or "" if it parses."""
-    try:
-        config.parse_url(url)
-    except ConfigurationError as exc:
-        return str(exc)
-    return ""
-
-
-def test_url_with_dbname_replaces_the_database_wherever_it_was_written() -> None:
+def test_with_dbname_keeps_the_server_and_credentials() -> None:
     for url in (
         "postgresql://u:pw@h:5433/old?sslmode=require",
         "postgresql://u@/?host=/run/pg&dbname=old",
         "postgresql:///old?host=/run/pg",
     ):
-        params = config.parse_url(config.url_with_dbname(url, "new db"))
-        assert params["dbname"] == "new db"
-        assert params | {"dbname": "old"} == config.parse_url(url)
+        original = Target.from_url(url)
+        moved = original.with_dbname("new db")
+        assert moved.dbname == "new db"
+        assert moved.params | {"dbname": "old"} == original.params
+
+
+def test_connect_timeout_defaults_to_ten_seconds(clean_env: Path) -> None:
+    assert Target.from_url("postgresql://h/db").connect_kwargs()["connect_timeout"] == "10"
+
+
+def test_connect_timeout_from_the_url_or_pgconnect_timeout_wins(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (
+        Target.from_url("postgresql://h/db?connect_timeout=3").connect_kwargs()["connect_timeout"]
+        == "3"
+    )
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "4")
+    assert "connect_timeout" not in Target.from_url("postgresql://h/db").connect_kwargs()
+
+
+def test_yoyo_url_gives_yoyo_exactly_the_parameters(clean_env: Path) -> None:
+    target = Target.from_url(
+        "postgresql://us%20er:p%40ss%2Fw%3Frd@/dbtools%20system?host=/run/my%20pg&port=5433"
+    )
+    parsed = parse_uri(target.yoyo_url)
+    assert parsed.scheme == "postgresql+psycopg"
+    assert parsed.args == target.connect_kwargs()
+    assert parsed.args["password"] == "p@ss/w?rd"
+
+
+def test_url_round_trips(clean_env: Path) -> None:
+    target = Target.from_url("postgresql://us%20er:p%40ss@/db%2Fx?host=/run/pg&port=5433")
+    again = Target.from_url(target.url())
+    assert again.params == target.params
+
+
+def test_conninfo_for_programs_has_no_password(clean_env: Path) -> None:
+    target = Target.from_url("postgresql://u:Zq1secret@h/db")
+    assert "Zq1" not in target.conninfo()
+    assert "dbname=db" in target.conninfo()
+
+
+# --- bad input: a clear error, never a password ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("", "is empty"),
+        ("mysql://u:Zq1@host/db", "must start with postgresql://"),
+        ("not a url Zq1", "not a valid PostgreSQL URL"),
+        ("postgresql://u:Zq1@host:port/db", "invalid port"),
+        ("postgresql://u:Zq1@host:70000/db", "invalid port"),
+        ("postgresql://u:Zq1@host/db?sslmode=maybe&nonsense=1", "not a valid PostgreSQL URL"),
+        ("postgresql://u:Zq1@host", "names no database"),
+        ("postgresql://u:Zq1@host/db?connect_timeout=abc", "connect_timeout must be a whole"),
+        ("postgresql://u:Zq1@host/db?sslmode=bogus", "sslmode must be one of disable"),
+        ("postgresql://u:Zq1@host/db?target_session_attrs=primary-ish", "target_session_attrs"),
+        ("postgresql://u:Zq1@/db?host=h1,h2,h3&port=5,6", "lists 3 hosts and 2 ports"),
+        ("postgresql://u:Zq1@Zq2@host/db", "'@' or '/'"),
+        ("postgresql://u:Zq1/Zq2@host/db", "'@' or '/'"),
+        ("postgresql://u:Zq1 Zq2@host/db", "not a valid PostgreSQL URL"),
+        ("postgresql://u@host/db?password=Top@Zq1%zz", "not a valid PostgreSQL URL"),
+        ("host=h password='Zq1 Zq2 dbname=db", "not a valid PostgreSQL URL"),
+        ("postgresql://u@host/db?PASSWORD=Zq1", "not a valid PostgreSQL URL"),
+    ],
+)
+def test_malformed_url_gives_a_clear_error_without_the_password(
+    clean_env: Path, url: str, complaint: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=complaint) as caught:
+        Target.from_url(url, origin="DATABASE_URL")
+    message = str(caught.value)
+    assert message.startswith("DATABASE_URL")
+    assert "Zq" not in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "complaint"),
+    [
+        ("PGSSLMODE", "bogus", "PGSSLMODE: sslmode must be one of"),
+        ("PGCONNECT_TIMEOUT", "soon", "PGCONNECT_TIMEOUT: connect_timeout must be a whole"),
+    ],
+)
+def test_bad_libpq_environment_variables_are_configuration_errors(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, complaint: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError, match=complaint):
+        Target.from_url("postgresql://h/db")
+
+
+def test_describe_and_repr_never_show_the_password() -> None:
+    target = Target.from_url("postgresql://app:Zq1%40Zq2@h:5433/db?sslpassword=Zq3")
+    assert target.describe() == "database 'db' on h:5433"
+    assert "Zq" not in repr(target)
+    assert "Zq" not in str(target)
+
+
+def test_only_config_parses_connection_strings() -> None:
+    """Nothing below the edge re-parses a URL: only dbtools/config.py may call libpq's or
+    urllib's parsers."""
+    parsers = {"conninfo_to_dict", "urlsplit", "urlparse", "parse_qs", "parse_qsl", "parse_uri"}
+    offenders = []
+    for path in sorted((PROJECT / "dbtools").rglob("*.py")):
+        if path.name == "config.py":
+            continue
+        tree = ast.parse(path.read_text())
+        names = {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+        } | {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+        offenders += [f"{path.name}: {name}" for name in sorted(names & parsers)]
+    assert offenders == []

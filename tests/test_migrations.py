@@ -1,145 +1,84 @@
-"""Migrations through yoyo: apply, roll back, apply again; creating a missing database."""
+"""Migrations through yoyo: apply, roll back, apply again; creating a database; failures."""
 
 from __future__ import annotations
 
-import re
-import subprocess
 import threading
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from dbtools import config, localdb, migrations
-from dbtools.errors import DatabaseUnavailable, MigrationError
+from dbtools import db, migrations, schema
+from dbtools.config import Target
+from dbtools.errors import (
+    DatabaseUnavailable,
+    MigrationEdited,
+    MigrationError,
+    MigrationLocked,
+    PermissionDenied,
+    Timeout,
+)
+
+Conn = psycopg.Connection[Any]
 
 
-def schema_dump(url: str) -> str:
-    """``pg_dump --schema-only``, without the lines that differ between two dumps of one schema."""
-    params = config.parse_url(url)
-    result = subprocess.run(
-        [str(localdb.find_bindir() / "pg_dump"), "--schema-only", "--no-owner", "--dbname", url],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PGPASSWORD": params.get("password", ""), "PATH": "/usr/bin:/bin"},
-    )
-    # Comments carry versions; \restrict lines (since 13.22, 14.19, 15.14...) carry a random key.
-    volatile = re.compile(r"^(--.*|\\(un)?restrict .*)$")
-    return "\n".join(line for line in result.stdout.splitlines() if not volatile.match(line))
+def tables(target: Target) -> set[str]:
+    with db.connect(target) as conn:
+        rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return {row[0] for row in rows}
 
 
-def tables(url: str) -> set[str]:
-    with psycopg.connect(**config.parse_url(url)) as conn:
-        rows = conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-        ).fetchall()
-    return {row[0] for row in rows}
+def copy_migrations(folder: Path, *extra: tuple[str, str]) -> Path:
+    """The project's migrations in ``folder``, plus ``extra`` (name, SQL) files."""
+    for source in sorted(migrations.MIGRATIONS_DIR.glob("*.sql")):
+        (folder / source.name).write_text(source.read_text())
+    for name, text in extra:
+        (folder / name).write_text(text)
+    return folder
 
 
-def test_apply_rollback_apply_gives_an_identical_schema(db_url: str) -> None:
-    applied_once = schema_dump(db_url)
+def test_apply_rollback_apply_gives_an_identical_schema(target: Target) -> None:
+    applied_once = schema.dump(target)
     assert "CREATE TABLE public.tenants" in applied_once
 
-    rolled_back = migrations.rollback(db_url, count=100)
-    assert rolled_back == ["0001_create-tenants"]
-    assert "tenants" not in tables(db_url)
-    assert "tenant_status" not in schema_dump(db_url)
-    assert "tg_tenants__timestamps" not in schema_dump(db_url)
+    assert migrations.rollback(target, count=100) == ["0001_create-tenants"]
+    rolled_back = schema.dump(target)
+    for name in ("tenants", "tenant_status", "tg_tenants__timestamps"):
+        assert name not in rolled_back
 
-    assert migrations.apply(db_url) == ["0001_create-tenants"]
-    assert schema_dump(db_url) == applied_once
-
-
-def test_apply_is_a_no_op_when_nothing_is_pending(db_url: str) -> None:
-    assert migrations.apply(db_url) == []
+    assert migrations.apply(target) == ["0001_create-tenants"]
+    assert schema.dump(target) == applied_once
 
 
-def test_status_reports_applied_and_pending(db_url: str) -> None:
-    [state] = migrations.status(db_url)
+def test_apply_is_a_no_op_when_nothing_is_pending(target: Target) -> None:
+    assert migrations.apply(target) == []
+
+
+def test_status_reports_applied_and_pending(target: Target) -> None:
+    [state] = migrations.status(target)
     assert state.id == "0001_create-tenants"
     assert state.applied_at is not None
-    assert state.applied_at.tzinfo is not None
-    migrations.rollback(db_url)
-    assert [(s.id, s.applied_at) for s in migrations.status(db_url)] == [
+    assert abs(datetime.now(UTC) - state.applied_at).total_seconds() < 3600
+    migrations.rollback(target)
+    assert [(s.id, s.applied_at) for s in migrations.status(target)] == [
         ("0001_create-tenants", None)
     ]
 
 
-def test_ensure_database_creates_a_missing_database(missing_db: str) -> None:
+def test_ensure_database_creates_a_missing_database(missing_db: Target) -> None:
     assert migrations.ensure_database(missing_db) is True
     assert migrations.ensure_database(missing_db) is False
     assert migrations.apply(missing_db) == ["0001_create-tenants"]
     assert "tenants" in tables(missing_db)
 
 
-def test_a_failing_migration_is_reported_and_rolled_back(db_url: str, tmp_path: Any) -> None:
-    for source in sorted(migrations.MIGRATIONS_DIR.glob("*.sql")):
-        (tmp_path / source.name).write_text(source.read_text())
-    (tmp_path / "0002_broken.sql").write_text(
-        "-- A broken migration.\n"
-        "CREATE TABLE half_done (id int);\n"
-        "SELECT no_such_column FROM tenants;\n"
-    )
-    with pytest.raises(MigrationError, match=r"0002_broken.*no_such_column"):
-        migrations.apply(db_url, migrations_dir=tmp_path)
-    assert "half_done" not in tables(db_url)
-    assert [s.applied_at is None for s in migrations.status(db_url, tmp_path)] == [False, True]
-
-
-def test_unreachable_server_is_database_unavailable() -> None:
-    url = "postgresql://someone:hunter2@127.0.0.1:1/dbtools_system"
-    with pytest.raises(DatabaseUnavailable) as caught:
-        migrations.apply(url)
-    assert "hunter2" not in str(caught.value)
-    assert "127.0.0.1:1" in str(caught.value)
-
-
-def copy_migrations(target: Path) -> Path:
-    for source in sorted(migrations.MIGRATIONS_DIR.glob("*.sql")):
-        (target / source.name).write_text(source.read_text())
-    return target
-
-
-def test_editing_an_applied_migration_is_refused(missing_db: str, tmp_path: Path) -> None:
-    folder = copy_migrations(tmp_path)
-    migrations.ensure_database(missing_db)
-    migrations.apply(missing_db, folder)
-    applied = folder / "0001_create-tenants.sql"
-    applied.write_text(applied.read_text() + "\n-- an innocent-looking edit\n")
-
-    for operation in (migrations.apply, migrations.status, migrations.rollback):
-        with pytest.raises(MigrationError, match=r"0001_create-tenants\.sql was edited after"):
-            operation(missing_db, migrations_dir=folder)
-    assert "tenants" in tables(missing_db)  # the rollback was refused too
-
-
-def test_a_migration_applied_by_yoyo_alone_is_checksummed_on_the_next_migrate(
-    db_url: str, tmp_path: Path
-) -> None:
-    with psycopg.connect(**config.parse_url(db_url), autocommit=True) as conn:
-        conn.execute("DELETE FROM _dbtools_migration_checksum")  # as if applied by `yoyo apply`
-        folder = copy_migrations(tmp_path)
-        assert migrations.apply(db_url, folder) == []
-        recorded = conn.execute("SELECT migration_id, sha256 FROM _dbtools_migration_checksum")
-        assert recorded.fetchall() == [
-            ("0001_create-tenants", migrations.file_checksum(folder / "0001_create-tenants.sql"))
-        ]
-
-
-def test_status_of_a_fresh_database_creates_nothing(missing_db: str) -> None:
-    migrations.ensure_database(missing_db)
-    states = migrations.status(missing_db)
-    assert [(s.id, s.applied_at) for s in states] == [("0001_create-tenants", None)]
-    assert tables(missing_db) == set()  # not even yoyo's bookkeeping tables
-
-
-def test_concurrent_database_creation_creates_it_once(missing_db: str) -> None:
+def test_concurrent_database_creation_creates_it_once(missing_db: Target) -> None:
     barrier = threading.Barrier(6)
 
     def create(_: int) -> bool:
@@ -151,17 +90,154 @@ def test_concurrent_database_creation_creates_it_once(missing_db: str) -> None:
     assert sorted(results) == [False] * 5 + [True]
 
 
-def test_a_missing_privilege_is_a_migration_error(db_url: str) -> None:
+def test_status_of_a_fresh_database_creates_nothing(missing_db: Target) -> None:
+    migrations.ensure_database(missing_db)
+    states = migrations.status(missing_db)
+    assert [(s.id, s.applied_at) for s in states] == [("0001_create-tenants", None)]
+    assert tables(missing_db) == set()  # not even yoyo's bookkeeping tables
+
+
+# --- plan: what --dry-run prints ---------------------------------------------------------------
+
+
+def test_plan_for_a_missing_database_creates_nothing(missing_db: Target) -> None:
+    plan = migrations.plan(missing_db)
+    assert (plan.database, plan.create_database) == (missing_db.dbname, True)
+    assert [state.id for state in plan.pending] == ["0001_create-tenants"]
+    script = plan.script()
+    assert script.startswith(f"-- would create database {missing_db.dbname!r}\n-- 0001_create")
+    assert "CREATE TABLE tenants (" in script
+    assert not migrations.database_exists(missing_db)
+
+
+def test_plan_lists_only_what_is_pending(target: Target) -> None:
+    up_to_date = migrations.plan(target)
+    assert (up_to_date.create_database, up_to_date.pending) == (False, [])
+    assert up_to_date.script() == f"-- no pending migrations: {target.dbname!r} is up to date"
+    migrations.rollback(target)
+    [pending] = migrations.plan(target).pending
+    assert pending.id == "0001_create-tenants"
+    assert pending.sql == (migrations.MIGRATIONS_DIR / "0001_create-tenants.sql").read_text()
+    assert [s.applied_at for s in migrations.status(target)] == [None]  # still pending
+
+
+# --- checksums ---------------------------------------------------------------------------------
+
+
+def test_editing_an_applied_migration_is_refused(missing_db: Target, tmp_path: Path) -> None:
+    folder = copy_migrations(tmp_path)
+    migrations.ensure_database(missing_db)
+    migrations.apply(missing_db, folder)
+    applied = folder / "0001_create-tenants.sql"
+    applied.write_text(applied.read_text() + "\n-- an innocent-looking edit\n")
+
+    for operation in (migrations.apply, migrations.status, migrations.rollback):
+        with pytest.raises(MigrationEdited, match=r"0001_create-tenants\.sql was edited after"):
+            operation(missing_db, migrations_dir=folder)
+    assert "tenants" in tables(missing_db)  # the rollback was refused too
+
+
+def test_a_migration_applied_by_yoyo_alone_is_checksummed_on_the_next_migrate(
+    target: Target, conn: Conn, tmp_path: Path
+) -> None:
+    conn.execute("DELETE FROM _dbtools_migration_checksum")  # as if applied by `yoyo apply`
+    folder = copy_migrations(tmp_path)
+    assert migrations.apply(target, folder) == []
+    recorded = conn.execute("SELECT migration_id, sha256 FROM _dbtools_migration_checksum")
+    assert recorded.fetchall() == [
+        ("0001_create-tenants", migrations.file_checksum(folder / "0001_create-tenants.sql"))
+    ]
+
+
+# --- failures ----------------------------------------------------------------------------------
+
+
+def test_a_failing_migration_is_reported_and_rolled_back(target: Target, tmp_path: Path) -> None:
+    broken = "-- A broken migration.\nCREATE TABLE half_done (id int);\nSELECT nope FROM tenants;\n"
+    folder = copy_migrations(tmp_path, ("0002_broken.sql", broken))
+    with pytest.raises(MigrationError) as caught:
+        migrations.apply(target, migrations_dir=folder)
+    assert str(caught.value) == ('cannot apply migration 0002_broken: column "nope" does not exist')
+    assert "half_done" not in tables(target)
+    assert [s.applied_at is None for s in migrations.status(target, folder)] == [False, True]
+
+
+def test_unreachable_server_is_database_unavailable() -> None:
+    target = Target.from_url("postgresql://someone:hunter2@127.0.0.1:1/dbtools_system")
+    for operation in (migrations.apply, migrations.status):
+        with pytest.raises(DatabaseUnavailable) as caught:
+            operation(target)
+        assert str(caught.value).startswith(
+            "cannot connect to database 'dbtools_system' on 127.0.0.1:1: "
+        )
+        assert "hunter2" not in str(caught.value)
+
+
+def test_a_connection_lost_during_a_migration_is_database_unavailable(
+    target: Target, tmp_path: Path
+) -> None:
+    """The same rule as everywhere: a terminated session is a lost connection, not a failed
+    migration."""
+    killer = "-- Ends its own session.\nSELECT pg_terminate_backend(pg_backend_pid());\n"
+    folder = copy_migrations(tmp_path, ("0002_killer.sql", killer))
+    with pytest.raises(DatabaseUnavailable) as caught:
+        migrations.apply(target, migrations_dir=folder)
+    assert str(caught.value).startswith(f"lost the connection to database {target.dbname!r} on ")
+
+
+def test_a_lock_timeout_in_a_migration_is_a_timeout_naming_it(
+    target: Target, conn: Conn, connect: Any, tmp_path: Path
+) -> None:
+    waits = (
+        "-- Waits for a lock another session holds.\n"
+        "SET LOCAL lock_timeout = '100ms';\n"
+        "ALTER TABLE tenants ADD COLUMN plan text;\n"
+    )
+    folder = copy_migrations(tmp_path, ("0002_waits.sql", waits))
+    holder = connect()
+    holder.execute("SELECT count(*) FROM tenants")  # holds ACCESS SHARE until rolled back
+    with pytest.raises(Timeout) as caught:
+        migrations.apply(target, migrations_dir=folder)
+    holder.rollback()
+    assert caught.value.setting == "lock_timeout"
+    assert "cannot apply migration 0002_waits" in str(caught.value)
+    assert str(caught.value).endswith("; try again")
+
+
+def test_another_process_holding_the_lock_is_migration_locked(
+    target: Target, conn: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(migrations, "LOCK_WAIT", 1)
+    since = datetime(2026, 1, 2, 3, 4, 5)
+    conn.execute("INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, %s, 4242)", (since,))
+    with pytest.raises(MigrationLocked) as caught:
+        migrations.apply(target)
+    assert (caught.value.pid, caught.value.since) == (4242, since)
+    assert str(caught.value).startswith(
+        f"process 4242 has held the migration lock of database {target.dbname!r} "
+        "since 2026-01-02 03:04:05 UTC; try again"
+    )
+
+
+@pytest.fixture
+def no_create_role(conn: Conn, target: Target) -> Iterator[Target]:
+    """The test's database as a login role that may not create tables in schema public."""
     role = f"dbtools_ro_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(**config.parse_url(db_url), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        conn.execute("DROP TABLE yoyo_lock")  # yoyo must create it again, which needs CREATE
-        conn.execute(sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
-    try:
-        params = config.parse_url(db_url) | {"user": role}
-        as_role = "postgresql://?" + urlencode(params, quote_via=quote)
-        with pytest.raises(MigrationError, match=r"^cannot migrate database '"):
-            migrations.apply(as_role)
-    finally:
-        with psycopg.connect(**config.parse_url(db_url), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    conn.execute("DROP TABLE yoyo_lock")  # yoyo must create it again, which needs CREATE
+    conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    yield Target.from_params(**(target.params | {"user": role}))
+    conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_missing_privilege_is_permission_denied_at_once(no_create_role: Target) -> None:
+    """Not yoyo's lock loop retrying for LOCK_WAIT seconds and then blaming a missing table."""
+    for operation in (migrations.apply, migrations.rollback):
+        with pytest.raises(PermissionDenied) as caught:
+            operation(no_create_role)
+        assert str(caught.value) == (
+            "permission denied for schema public: migrating needs CREATE on it (grant it, or "
+            f"migrate as the schema's owner) (user {no_create_role.user!r}, "
+            f"database {no_create_role.dbname!r})"
+        )
+    assert "yoyo_lock" not in tables(no_create_role)

@@ -1,240 +1,125 @@
-"""The tenants table at the SQL level: each constraint and the trigger, by plain INSERT/UPDATE."""
+"""dbtools.schema and `dbtools schema dump|check`: the committed schema file, and drift."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 import pytest
-from psycopg import errors
+from yoyo import read_migrations
+
+from dbtools import db, migrations, schema
+from dbtools.config import Target
+from dbtools.errors import PermissionDenied, SchemaDrift
+from tests.conftest import Cli
+from tests.helpers import SERVER
 
 Conn = psycopg.Connection[Any]
 
 
-def insert(conn: Conn, slug: str = "acme", name: str = "Acme", **columns: Any) -> Any:
-    """Insert one tenant with plain SQL; returns the whole row."""
-    values = {"slug": slug, "name": name, **columns}
-    names = ", ".join(values)
-    placeholders = ", ".join(f"%({column})s" for column in values)
-    return conn.execute(
-        f"INSERT INTO tenants ({names}) VALUES ({placeholders}) RETURNING *",
-        values,
-    ).fetchone()
-
-
-def violates(
-    conn: Conn, error: type[psycopg.Error], constraint: str, sql: str, params: Any
-) -> None:
-    with pytest.raises(error) as caught:
-        conn.execute(sql, params)
-    assert caught.value.diag.constraint_name == constraint
-
-
-INSERT = "INSERT INTO tenants (slug, name, status, settings) VALUES (%s, %s, %s, %s)"
-
-
-@pytest.mark.parametrize(
-    "slug",
-    [
-        pytest.param("ab", id="too-short"),
-        pytest.param("a" * 51, id="too-long"),
-        pytest.param("", id="empty"),
-        pytest.param("Acme", id="uppercase"),
-        pytest.param("acme_corp", id="underscore"),
-        pytest.param("acme corp", id="space"),
-        pytest.param("acme.corp", id="dot"),
-        pytest.param("-acme", id="leading-hyphen"),
-        pytest.param("acme-", id="trailing-hyphen"),
-        pytest.param("café", id="non-ascii-letter"),
-        pytest.param("ａｂｃ", id="fullwidth-letters"),
-        pytest.param("acme\n", id="trailing-newline"),
-        pytest.param("\nacme", id="leading-newline"),
-        pytest.param("---", id="only-hyphens"),
-    ],
-)
-def test_slug_check_rejects(conn: Conn, slug: str) -> None:
-    violates(
-        conn,
-        errors.CheckViolation,
-        "tenants_slug_format_check",
-        INSERT,
-        (slug, "X", "active", "{}"),
+def test_committed_schema_file_is_what_the_migrations_produce() -> None:
+    assert schema.SCHEMA_FILE.read_text() == schema.expected(SERVER), (
+        "run `dbtools schema dump` and commit it"
     )
 
 
-@pytest.mark.parametrize(
-    "slug",
-    [
-        pytest.param("abc", id="3-chars"),
-        pytest.param("a" * 50, id="50-chars"),
-        pytest.param("a--b", id="inner-double-hyphen"),
-        pytest.param("123", id="digits-only"),
-        pytest.param("acme-corp-2", id="words-and-digits"),
-    ],
-)
-def test_slug_check_accepts(conn: Conn, slug: str) -> None:
-    assert insert(conn, slug)[1] == slug
+def test_yoyo_takes_only_the_migrations_for_migrations() -> None:
+    """The schema file sits where yoyo does not read it as one more migration."""
+    listed = {Path(m.path).name for m in read_migrations(str(migrations.MIGRATIONS_DIR))}
+    forwards = migrations.MIGRATIONS_DIR.glob("*.sql")
+    assert listed == {p.name for p in forwards if not p.name.endswith(".rollback.sql")}
+    assert schema.SCHEMA_FILE.name not in listed
 
 
-def test_slug_is_unique(conn: Conn) -> None:
-    insert(conn, "acme")
-    violates(
-        conn, errors.UniqueViolation, "tenants_slug_key", INSERT, ("acme", "Y", "active", "{}")
+def test_dump_has_the_schema_and_no_bookkeeping() -> None:
+    text = schema.SCHEMA_FILE.read_text()
+    assert "CREATE TABLE public.tenants" in text
+    assert "CONSTRAINT tenants_slug_format_check" in text
+    assert "COMMENT ON COLUMN public.tenants.slug" in text
+    assert "_yoyo" not in text
+    assert "_dbtools_migration_checksum" not in text
+    assert "Dumped by" not in text
+
+
+def test_dump_writes_the_file_once(cli: Cli, db_url: str, tmp_path: Path) -> None:
+    target_file = tmp_path / "schema.sql"
+    first = cli("--database-url", db_url, "--json", "schema", "dump", "--file", str(target_file))
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout) == {"file": str(target_file), "changed": True}
+    assert target_file.read_text() == schema.SCHEMA_FILE.read_text()
+
+    second = cli("--database-url", db_url, "--json", "schema", "dump", "--file", str(target_file))
+    assert json.loads(second.stdout) == {"file": str(target_file), "changed": False}
+
+
+def test_check_passes_on_a_migrated_database(cli: Cli, db_url: str) -> None:
+    result = cli("--database-url", db_url, "schema", "check")
+    assert result.returncode == 0, result.stderr
+    assert "match the migrations" in result.stdout
+
+
+def test_check_catches_an_index_added_by_hand(cli: Cli, db_url: str, conn: Conn) -> None:
+    conn.execute("CREATE INDEX tenants_name_idx ON tenants (name)")
+    result = cli("--database-url", db_url, "schema", "check")
+    assert result.returncode == 1
+    assert "+CREATE INDEX tenants_name_idx ON public.tenants USING btree (name);" in result.stdout
+    assert "differs from what the migrations produce: database" in result.stderr
+
+
+def test_check_catches_a_column_added_by_hand(target: Target, conn: Conn) -> None:
+    conn.execute("ALTER TABLE tenants ADD COLUMN plan text")
+    with pytest.raises(SchemaDrift) as caught:
+        schema.check(target)
+    [difference] = caught.value.differences
+    assert difference.subject == f"database {target.dbname!r}"
+    assert "+    plan text" in difference.diff
+
+
+def test_check_catches_a_stale_schema_file(cli: Cli, db_url: str, tmp_path: Path) -> None:
+    stale = tmp_path / "schema.sql"
+    current = schema.SCHEMA_FILE.read_text()
+    stale.write_text(current.replace("tenants_name_length_check", "tenants_name_size_check"))
+    result = cli("--database-url", db_url, "--json", "schema", "check", "--file", str(stale))
+    assert result.returncode == 1
+    [difference] = json.loads(result.stdout)["differences"]
+    assert difference["subject"] == str(stale)
+    assert f"+++ {stale}" in difference["diff"]
+    assert "-    CONSTRAINT tenants_name_length_check" in difference["diff"]
+    assert str(stale) in result.stderr
+
+
+def test_check_only_reads_the_database_it_checks(cli: Cli, missing_db: Target) -> None:
+    """A dbname in the query string must not become the scratch database that gets migrated."""
+    params = missing_db.params
+    query = f"host={quote(params['host'], safe='')}&port={params['port']}&dbname={params['dbname']}"
+    url = f"postgresql://{params['user']}@/?{query}"
+    migrations.ensure_database(missing_db)
+    result = cli("--database-url", url, "schema", "check", "--file", str(schema.SCHEMA_FILE))
+    assert result.returncode == 1  # an empty database differs from the migrations' schema
+    assert migrations.status(missing_db)[0].applied_at is None
+    with db.connect(missing_db) as empty:
+        assert empty.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchone() == (0,)
+
+
+def test_a_url_without_a_host_part_works(cli: Cli, target: Target) -> None:
+    params = target.params
+    host = quote(params["host"], safe="")
+    url = (
+        f"postgresql:///{params['dbname']}?host={host}&port={params['port']}&user={params['user']}"
     )
+    result = cli("--database-url", url, "schema", "check")
+    assert result.returncode == 0, result.stderr
 
 
-def test_unknown_status_is_rejected(conn: Conn) -> None:
-    with pytest.raises(errors.InvalidTextRepresentation, match="tenant_status"):
-        conn.execute(INSERT, ("acme", "Acme", "deleted", "{}"))
-
-
-def test_status_enum_has_exactly_active_and_suspended(conn: Conn) -> None:
-    labels = conn.execute("SELECT enum_range(NULL::tenant_status)::text[]").fetchone()
-    assert labels == (["active", "suspended"],)
-
-
-def test_defaults(conn: Conn) -> None:
-    row = conn.execute(
-        "INSERT INTO tenants (slug, name) VALUES ('acme', 'Acme') "
-        "RETURNING id IS NOT NULL, status, settings, created_at = now(), updated_at = now()"
-    ).fetchone()
-    assert row == (True, "active", {}, True, True)
-
-
-@pytest.mark.parametrize("settings", ["[]", '"text"', "42", "true", "null"])
-def test_settings_must_be_an_object(conn: Conn, settings: str) -> None:
-    violates(
-        conn,
-        errors.CheckViolation,
-        "tenants_settings_object_check",
-        INSERT,
-        ("acme", "Acme", "active", settings),
-    )
-
-
-@pytest.mark.parametrize("name", ["", " ", "\t\n", "\u00a0", "\u3000 \u2003"])
-def test_blank_name_is_rejected(conn: Conn, name: str) -> None:
-    violates(
-        conn,
-        errors.CheckViolation,
-        "tenants_name_not_blank_check",
-        INSERT,
-        ("acme", name, "active", "{}"),
-    )
-
-
-def test_name_length_limit(conn: Conn) -> None:
-    assert insert(conn, "longest", "n" * 255)[2] == "n" * 255
-    violates(
-        conn,
-        errors.CheckViolation,
-        "tenants_name_length_check",
-        INSERT,
-        ("acme", "n" * 256, "active", "{}"),
-    )
-
-
-def test_name_may_be_padded(conn: Conn) -> None:
-    assert insert(conn, "acme", "  Acme  ")[2] == "  Acme  "
-
-
-def test_not_null_columns(conn: Conn) -> None:
-    with pytest.raises(errors.NotNullViolation):
-        conn.execute("INSERT INTO tenants (slug, name) VALUES ('acme', NULL)")
-
-
-def test_updated_at_cannot_precede_created_at(conn: Conn) -> None:
-    violates(
-        conn,
-        errors.CheckViolation,
-        "tenants_updated_at_check",
-        "INSERT INTO tenants (slug, name, created_at, updated_at)"
-        " VALUES ('acme', 'A', now(), now() - interval '1 day')",
-        None,
-    )
-
-
-def timestamps(conn: Conn, slug: str = "acme") -> tuple[Any, Any]:
-    row = conn.execute(
-        "SELECT created_at, updated_at FROM tenants WHERE slug = %s", (slug,)
-    ).fetchone()
-    assert row is not None
-    return row[0], row[1]
-
-
-def test_update_that_changes_the_row_advances_updated_at(conn: Conn) -> None:
-    insert(conn)
-    created, before = timestamps(conn)
-    conn.execute("UPDATE tenants SET name = 'Acme 2' WHERE slug = 'acme'")
-    assert timestamps(conn) > (created, before)
-    assert timestamps(conn)[0] == created
-
-
-def test_updated_at_advances_twice_in_one_transaction(conn: Conn) -> None:
-    insert(conn)
-    _, before = timestamps(conn)
-    with conn.transaction():
-        conn.execute("UPDATE tenants SET name = 'Acme 2' WHERE slug = 'acme'")
-        _, first = timestamps(conn)
-        conn.execute("UPDATE tenants SET status = 'suspended' WHERE slug = 'acme'")
-        _, second = timestamps(conn)
-    assert before < first < second
-
-
-def test_update_that_changes_nothing_keeps_updated_at(conn: Conn) -> None:
-    insert(conn, settings='{"plan": "pro"}')
-    before = timestamps(conn)
-    conn.execute(
-        'UPDATE tenants SET name = name, status = status, settings = \'{"plan": "pro"}\' '
-        "WHERE slug = 'acme'"
-    )
-    assert timestamps(conn) == before
-
-
-def test_updated_at_cannot_be_written_by_hand(conn: Conn) -> None:
-    insert(conn)
-    before = timestamps(conn)
-    conn.execute("UPDATE tenants SET updated_at = '2000-01-01' WHERE slug = 'acme'")
-    assert timestamps(conn) == before
-    conn.execute("UPDATE tenants SET name = 'B', updated_at = '2000-01-01' WHERE slug = 'acme'")
-    assert timestamps(conn)[1] > before[1]
-
-
-@pytest.mark.parametrize(
-    ("assignment", "constraint"),
-    [
-        ("id = gen_random_uuid()", "tenants_id_immutable"),
-        ("created_at = now() - interval '1 day'", "tenants_created_at_immutable"),
-    ],
-)
-def test_id_and_created_at_cannot_change(conn: Conn, assignment: str, constraint: str) -> None:
-    row = insert(conn)
-    violates(
-        conn,
-        errors.CheckViolation,
-        constraint,
-        f"UPDATE tenants SET {assignment} WHERE slug = 'acme'",
-        None,
-    )
-    assert conn.execute("SELECT * FROM tenants").fetchone() == row
-
-
-def test_schema_documents_itself(conn: Conn) -> None:
-    undocumented = conn.execute(
-        """
-        SELECT a.attname
-        FROM pg_attribute a
-        WHERE a.attrelid = 'tenants'::regclass AND a.attnum > 0 AND NOT a.attisdropped
-          AND col_description(a.attrelid, a.attnum) IS NULL
-        """
-    ).fetchall()
-    assert undocumented == []
-    comments = conn.execute(
-        """
-        SELECT obj_description('tenants'::regclass, 'pg_class'),
-               obj_description('tenant_status'::regtype, 'pg_type'),
-               obj_description('tg_tenants__timestamps'::regproc, 'pg_proc')
-        """
-    ).fetchone()
-    assert comments is not None
-    assert all(comments)
+def test_a_role_without_createdb_is_told_why(conn: Conn, target: Target) -> None:
+    conn.execute("CREATE ROLE dbtools_no_createdb LOGIN")
+    try:
+        with pytest.raises(PermissionDenied, match="grant CREATEDB"):
+            schema.expected(Target.from_params(**(target.params | {"user": "dbtools_no_createdb"})))
+    finally:
+        conn.execute("DROP ROLE dbtools_no_createdb")

@@ -33,13 +33,13 @@ from dbtools.errors import (
     TenantNotFound,
 )
 from dbtools.tenants import Tenant, TenantStatus
+from tests.helpers import INJECTION, row_count
 
 Conn = psycopg.Connection[Any]
 Connect = Callable[..., Conn]
 T = TypeVar("T")
 
 THREADS = 16
-INJECTION = "'; DROP TABLE tenants; --"
 IDLE = pq.TransactionStatus.IDLE
 INTRANS = pq.TransactionStatus.INTRANS
 
@@ -55,12 +55,6 @@ def all_tenants(conn: Conn) -> list[Tenant]:
 
 def slugs_of(listed: list[Tenant]) -> list[str]:
     return [tenant.slug for tenant in listed]
-
-
-def row_count(conn: Conn) -> int:
-    row = conn.execute("SELECT count(*) FROM tenants").fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def closed_connection(connect: Connect) -> Conn:
@@ -121,10 +115,17 @@ def test_create_returns_the_new_tenant_with_defaults(conn: Conn) -> None:
     assert tenants.get_by_slug(conn, "acme") == tenant
 
 
-def test_tenant_timestamps_are_timezone_aware(conn: Conn) -> None:
+def test_timestamps_are_the_stored_instants_whatever_the_session_time_zone(conn: Conn) -> None:
+    conn.execute("SET TimeZone = 'Asia/Kathmandu'")  # +05:45: an offset no default would guess
     tenant = tenants.create(conn, "acme", "Acme Corp")
-    assert tenant.created_at.utcoffset() is not None
-    assert tenant.updated_at.utcoffset() is not None
+    stored = conn.execute(
+        "SELECT created_at AT TIME ZONE 'UTC', updated_at AT TIME ZONE 'UTC' FROM tenants"
+    ).fetchone()
+    assert stored is not None
+    assert (
+        tenant.created_at.astimezone(UTC).replace(tzinfo=None),
+        tenant.updated_at.astimezone(UTC).replace(tzinfo=None),
+    ) == stored
 
 
 def test_tenant_is_frozen(conn: Conn) -> None:

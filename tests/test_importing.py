@@ -1,6 +1,6 @@
 """`dbtools tenants import FILE.csv` and dbtools.importing.import_csv: all rows or none.
 
-The command is run for real, in a subprocess, against a fresh migrated database per test. Each
+The command runs in-process (``cli.main``), against a fresh migrated database per test. Each
 bad-row test mixes one kind of bad row with good ones and checks three things: the exact line
 reported (the header is line 1), exit code 1, and that nothing was written.
 """
@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import re
-import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,14 @@ from psycopg import pq
 from dbtools import tenants
 from dbtools.errors import DbToolsError
 from dbtools.importing import ImportFailed, RowError, import_csv
+from tests.conftest import Cli
+from tests.helpers import INJECTION, CliResult, row_count
 
 Conn = psycopg.Connection[Any]
 Connect = Callable[..., Conn]
-Result = subprocess.CompletedProcess[str]
-RunCli = Callable[..., Result]
+Result = CliResult
 
 FILE_NAME = "tenants.csv"
-INJECTION = "'; DROP TABLE tenants; --"
 INTRANS = pq.TransactionStatus.INTRANS
 BAD_ROW = re.compile(rf"{re.escape(FILE_NAME)}: line (\d+): (.*)")
 
@@ -52,14 +51,8 @@ def write_rows(tmp_path: Path, rows: Sequence[Sequence[str]], *, name: str = FIL
     return write_file(tmp_path, buffer.getvalue(), name=name)
 
 
-def run_import(run_cli: RunCli, db_url: str, path: Path, *options: str) -> Result:
-    return run_cli("--database-url", db_url, *options, "tenants", "import", str(path))
-
-
-def row_count(conn: Conn) -> int:
-    row = conn.execute("SELECT count(*) FROM tenants").fetchone()
-    assert row is not None
-    return int(row[0])
+def run_import(cli: Cli, db_url: str, path: Path, *options: str) -> Result:
+    return cli("--database-url", db_url, *options, "tenants", "import", str(path))
 
 
 def slugs_in(conn: Conn) -> list[str]:
@@ -99,14 +92,14 @@ def only_error(result: Result) -> tuple[int, str]:
 
 
 def test_ten_thousand_rows_are_all_imported(
-    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path
 ) -> None:
     rows = [["slug", "name", "settings"]]
     rows += [
         [f"tenant-{i:05d}", f"Tenant number {i}", json.dumps({"n": i, "plan": "pro"})]
         for i in range(10_000)
     ]
-    result = run_import(run_cli, db_url, write_rows(tmp_path, rows))
+    result = run_import(cli, db_url, write_rows(tmp_path, rows))
     assert result.returncode == 0, result.stderr
     assert "imported 10000" in result.stdout
     assert result.stderr == ""
@@ -139,9 +132,9 @@ def test_ten_thousand_rows_are_all_imported(
     ],
 )
 def test_accepted_file_layouts(
-    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path, content: str, bom: bool
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path, content: str, bom: bool
 ) -> None:
-    result = run_import(run_cli, db_url, write_file(tmp_path, content, bom=bom))
+    result = run_import(cli, db_url, write_file(tmp_path, content, bom=bom))
     assert result.returncode == 0, result.stderr
     assert "imported 2 tenants" in result.stdout
     acme, beta = stored(conn, "acme"), stored(conn, "beta")
@@ -159,16 +152,16 @@ def test_settings_column_may_be_left_off_a_row(conn: Conn, tmp_path: Path) -> No
 
 
 def test_a_file_with_only_the_header_imports_nothing(
-    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path
 ) -> None:
-    result = run_import(run_cli, db_url, write_file(tmp_path, "slug,name\n"))
+    result = run_import(cli, db_url, write_file(tmp_path, "slug,name\n"))
     assert result.returncode == 0, result.stderr
     assert "imported 0 tenants" in result.stdout
     assert row_count(conn) == 0
 
 
 def test_odd_names_and_settings_are_stored_verbatim(
-    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path
 ) -> None:
     names = {
         "quotes": "He said \"hi\" and 'bye'",
@@ -189,7 +182,7 @@ def test_odd_names_and_settings_are_stored_verbatim(
     }
     rows = [["slug", "name", "settings"]]
     rows += [[slug, name, json.dumps(settings)] for slug, name in names.items()]
-    result = run_import(run_cli, db_url, write_rows(tmp_path, rows))
+    result = run_import(cli, db_url, write_rows(tmp_path, rows))
     assert result.returncode == 0, result.stderr
     for slug, name in names.items():
         tenant = stored(conn, slug)
@@ -201,27 +194,23 @@ def test_odd_names_and_settings_are_stored_verbatim(
 # --- the whole file refused --------------------------------------------------------------------
 
 
-def test_wrong_header_fails_on_line_1(
-    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
-) -> None:
+def test_wrong_header_fails_on_line_1(cli: Cli, db_url: str, conn: Conn, tmp_path: Path) -> None:
     path = write_file(tmp_path, "slug,title\nacme,Acme\n")
-    line, message = only_error(run_import(run_cli, db_url, path))
+    line, message = only_error(run_import(cli, db_url, path))
     assert line == 1
     assert "slug,title" in message
     assert row_count(conn) == 0
 
 
-def test_empty_file_fails_on_line_1(
-    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
-) -> None:
-    line, message = only_error(run_import(run_cli, db_url, write_file(tmp_path, "")))
+def test_empty_file_fails_on_line_1(cli: Cli, db_url: str, conn: Conn, tmp_path: Path) -> None:
+    line, message = only_error(run_import(cli, db_url, write_file(tmp_path, "")))
     assert line == 1
     assert "empty" in message
     assert row_count(conn) == 0
 
 
-def test_missing_file_is_one_line_and_nonzero(run_cli: RunCli, db_url: str, tmp_path: Path) -> None:
-    result = run_import(run_cli, db_url, tmp_path / "no-such-file.csv")
+def test_missing_file_is_one_line_and_nonzero(cli: Cli, db_url: str, tmp_path: Path) -> None:
+    result = run_import(cli, db_url, tmp_path / "no-such-file.csv")
     assert result.returncode == 2, result.stderr  # a bad argument: a usage error
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1
@@ -283,7 +272,7 @@ GOOD_2 = "good-two,Good Two\n"
     ],
 )
 def test_bad_row_is_reported_with_its_line_and_nothing_is_written(
-    run_cli: RunCli,
+    cli: Cli,
     db_url: str,
     conn: Conn,
     tmp_path: Path,
@@ -291,7 +280,7 @@ def test_bad_row_is_reported_with_its_line_and_nothing_is_written(
     line: int,
     complaint: str,
 ) -> None:
-    result = run_import(run_cli, db_url, write_file(tmp_path, content))
+    result = run_import(cli, db_url, write_file(tmp_path, content))
     reported_line, message = only_error(result)
     assert reported_line == line, result.stderr
     assert complaint in message
@@ -304,10 +293,10 @@ def test_bad_row_is_reported_with_its_line_and_nothing_is_written(
 
 
 def test_duplicate_slug_in_the_file_reports_the_second_line_and_names_the_first(
-    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path
 ) -> None:
     path = write_file(tmp_path, f"slug,name\n{GOOD}acme,First\n{GOOD_2}acme,Second\n")
-    line, message = only_error(run_import(run_cli, db_url, path))
+    line, message = only_error(run_import(cli, db_url, path))
     assert line == 5
     assert "'acme'" in message
     assert "line 3" in message
@@ -315,11 +304,11 @@ def test_duplicate_slug_in_the_file_reports_the_second_line_and_names_the_first(
 
 
 def test_slug_that_exists_in_the_table_is_reported_and_nothing_is_written(
-    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path
 ) -> None:
     existing = tenants.create(conn, "acme", "Acme Original", settings={"keep": True})
     path = write_file(tmp_path, f"slug,name\n{GOOD}{GOOD_2}acme,Acme Again\n")
-    line, message = only_error(run_import(run_cli, db_url, path))
+    line, message = only_error(run_import(cli, db_url, path))
     assert line == 4
     assert "'acme'" in message
     assert "already exists" in message
@@ -328,30 +317,30 @@ def test_slug_that_exists_in_the_table_is_reported_and_nothing_is_written(
 
 
 def test_malformed_csv_is_reported_with_its_line(
-    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path
 ) -> None:
     path = write_file(tmp_path, f'slug,name\n{GOOD}acme,"Acme" Corp\n{GOOD_2}')
-    line, _ = only_error(run_import(run_cli, db_url, path))
+    line, _ = only_error(run_import(cli, db_url, path))
     assert line == 3
     assert row_count(conn) == 0
 
 
 def test_settings_that_utf8_cannot_encode_are_a_bad_row(
-    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path
 ) -> None:
     # A lone surrogate, spelled as a JSON escape: valid JSON text, but no UTF-8 encodes it.
     path = write_file(tmp_path, f'slug,name,settings\n{GOOD}acme,Acme,"{{""x"": ""\\ud800""}}"\n')
-    line, _ = only_error(run_import(run_cli, db_url, path))
+    line, _ = only_error(run_import(cli, db_url, path))
     assert line == 3
     assert row_count(conn) == 0
 
 
 def test_deeply_nested_settings_are_a_bad_row(
-    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path
 ) -> None:
     nested = "[" * 20_000 + "]" * 20_000  # valid JSON, deeper than Python's recursion limit
     path = write_file(tmp_path, f"slug,name,settings\n{GOOD}acme,Acme,{nested}\n{GOOD_2}")
-    line, _ = only_error(run_import(run_cli, db_url, path))
+    line, _ = only_error(run_import(cli, db_url, path))
     assert line == 3
     assert row_count(conn) == 0
 
@@ -360,7 +349,7 @@ def test_deeply_nested_settings_are_a_bad_row(
 
 
 def test_quoted_newlines_keep_the_following_line_numbers_right(
-    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path
 ) -> None:
     content = (
         "slug,name\n"
@@ -368,13 +357,13 @@ def test_quoted_newlines_keep_the_following_line_numbers_right(
         "beta,Beta\n"  # line 5
         "Bad,Bad\n"  # line 6
     )
-    line, _ = only_error(run_import(run_cli, db_url, write_file(tmp_path, content)))
+    line, _ = only_error(run_import(cli, db_url, write_file(tmp_path, content)))
     assert line == 6
     assert row_count(conn) == 0
 
 
 def test_a_bad_record_spanning_lines_is_reported_on_the_line_it_starts(
-    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path
 ) -> None:
     content = (
         "slug,name\n"
@@ -383,22 +372,22 @@ def test_a_bad_record_spanning_lines_is_reported_on_the_line_it_starts(
         "beta,Beta\n"  # line 7
         "beta,Beta again\n"  # line 8
     )
-    result = run_import(run_cli, db_url, write_file(tmp_path, content))
+    result = run_import(cli, db_url, write_file(tmp_path, content))
     assert reported_lines(result) == [4, 8]
     assert row_count(conn) == 0
 
 
 def test_blank_lines_are_skipped_and_still_counted(
-    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path
 ) -> None:
     content = f"slug,name\n\n{GOOD}\n\nBad,Bad\n"
-    line, _ = only_error(run_import(run_cli, db_url, write_file(tmp_path, content)))
+    line, _ = only_error(run_import(cli, db_url, write_file(tmp_path, content)))
     assert line == 6
     assert row_count(conn) == 0
 
 
 def test_every_bad_row_is_reported_in_line_order(
-    run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path
 ) -> None:
     tenants.create(conn, "taken", "Taken")
     content = (
@@ -412,7 +401,7 @@ def test_every_bad_row_is_reported_in_line_order(
         "array,Array,[1]\n"  # 8: not an object
         f"{GOOD_2}"  # 9
     )
-    result = run_import(run_cli, db_url, write_file(tmp_path, content))
+    result = run_import(cli, db_url, write_file(tmp_path, content))
     assert reported_lines(result) == [2, 3, 5, 6, 7, 8]
     assert result.stderr.splitlines()[-1] == (
         f"dbtools: error: {FILE_NAME}: 6 bad rows, nothing imported"
@@ -423,18 +412,18 @@ def test_every_bad_row_is_reported_in_line_order(
 # --- exit codes --------------------------------------------------------------------------------
 
 
-def test_unreachable_database_exits_3(run_cli: RunCli, tmp_path: Path) -> None:
+def test_unreachable_database_exits_3(cli: Cli, tmp_path: Path) -> None:
     path = write_file(tmp_path, f"slug,name\n{GOOD}")
-    result = run_import(run_cli, "postgresql://nobody@127.0.0.1:1/dbtools_system", path)
+    result = run_import(cli, "postgresql://nobody@127.0.0.1:1/dbtools_system", path)
     assert result.returncode == 3, result.stderr
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("dbtools: error: cannot connect")
 
 
-def test_database_not_migrated_exits_3(run_cli: RunCli, db_url: str, tmp_path: Path) -> None:
-    rolled_back = run_cli("--database-url", db_url, "rollback")
+def test_database_not_migrated_exits_3(cli: Cli, db_url: str, tmp_path: Path) -> None:
+    rolled_back = cli("--database-url", db_url, "rollback")
     assert rolled_back.returncode == 0, rolled_back.stderr
-    result = run_import(run_cli, db_url, write_file(tmp_path, f"slug,name\n{GOOD}"))
+    result = run_import(cli, db_url, write_file(tmp_path, f"slug,name\n{GOOD}"))
     assert result.returncode == 3, result.stderr
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("dbtools: error: ")
@@ -444,17 +433,17 @@ def test_database_not_migrated_exits_3(run_cli: RunCli, db_url: str, tmp_path: P
 # --- --json ------------------------------------------------------------------------------------
 
 
-def test_json_success_document(run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path) -> None:
+def test_json_success_document(cli: Cli, db_url: str, conn: Conn, tmp_path: Path) -> None:
     path = write_file(tmp_path, f"slug,name\n{GOOD}{GOOD_2}")
-    result = run_import(run_cli, db_url, path, "--json")
+    result = run_import(cli, db_url, path, "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"imported": 2, "errors": []}
     assert row_count(conn) == 2
 
 
-def test_json_failure_document(run_cli: RunCli, db_url: str, conn: Conn, tmp_path: Path) -> None:
+def test_json_failure_document(cli: Cli, db_url: str, conn: Conn, tmp_path: Path) -> None:
     path = write_file(tmp_path, f"slug,name\n{GOOD}Bad,Bad\n{GOOD_2}acme,\n")
-    result = run_import(run_cli, db_url, path, "--json")
+    result = run_import(cli, db_url, path, "--json")
     assert result.returncode == 1
     document = json.loads(result.stdout)  # the whole of stdout is one JSON document
     assert set(document) == {"imported", "errors"}

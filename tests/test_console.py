@@ -1,0 +1,64 @@
+"""What only a real ``dbtools`` process shows: the console script, the cost of ``--help``, the exit
+codes the shell sees, and two processes racing. Everything else runs in-process (test_cli*.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from dbtools import __version__
+from tests.conftest import Cli
+from tests.helpers import row_count, run_python
+
+
+def test_the_console_script_is_installed_and_runs(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "dbtools"
+    result = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, check=False, cwd=tmp_path
+    )
+    assert (result.returncode, result.stdout) == (0, f"dbtools {__version__}\n")
+
+
+def test_help_imports_nothing_heavy() -> None:
+    script = (
+        "import sys\n"
+        "from dbtools import cli\n"
+        "code = cli.main(['--help'])\n"
+        "heavy = sorted(m for m in ('psycopg', 'pydantic', 'yoyo', 'dotenv') if m in sys.modules)\n"
+        "print('exit', code, 'heavy', heavy, file=sys.stderr)\n"
+    )
+    result = run_python("-c", script)
+    assert result.stderr == "exit 0 heavy []\n"
+
+
+def test_exit_codes_reach_the_shell(console: Cli, db_url: str) -> None:
+    assert console("--database-url", db_url, "status").returncode == 0
+    missing = console("--database-url", db_url, "tenants", "show", "nobody")
+    assert (missing.returncode, missing.stderr) == (
+        1,
+        "dbtools: error: no tenant with slug 'nobody'\n",
+    )
+    usage = console("tenants", "list", "--limit", "0")
+    assert usage.returncode == 2
+    unreachable = console("--database-url", "postgresql://u:Zq1@127.0.0.1:1/db", "status")
+    assert unreachable.returncode == 3
+    assert unreachable.stderr.startswith("dbtools: error: cannot connect to database 'db' on ")
+    assert "Zq1" not in unreachable.stderr
+
+
+def test_two_seed_processes_racing(
+    console: Cli, db_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: console("seed", env={"DATABASE_URL": db_url}), range(2)))
+    assert [r.returncode for r in results] == [0, 0]
+    assert sorted(r.stdout for r in results) == [
+        "created tenant 'demo' (Demo Tenant)\n",
+        "tenant 'demo' already exists; left unchanged\n",
+    ]
+    assert row_count(conn) == 1

@@ -1,0 +1,240 @@
+"""The tenants table at the SQL level: each constraint and the trigger, by plain INSERT/UPDATE."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import errors
+
+Conn = psycopg.Connection[Any]
+
+
+def insert(conn: Conn, slug: str = "acme", name: str = "Acme", **columns: Any) -> Any:
+    """Insert one tenant with plain SQL; returns the whole row."""
+    values = {"slug": slug, "name": name, **columns}
+    names = ", ".join(values)
+    placeholders = ", ".join(f"%({column})s" for column in values)
+    return conn.execute(
+        f"INSERT INTO tenants ({names}) VALUES ({placeholders}) RETURNING *",
+        values,
+    ).fetchone()
+
+
+def violates(
+    conn: Conn, error: type[psycopg.Error], constraint: str, sql: str, params: Any
+) -> None:
+    with pytest.raises(error) as caught:
+        conn.execute(sql, params)
+    assert caught.value.diag.constraint_name == constraint
+
+
+INSERT = "INSERT INTO tenants (slug, name, status, settings) VALUES (%s, %s, %s, %s)"
+
+
+@pytest.mark.parametrize(
+    "slug",
+    [
+        pytest.param("ab", id="too-short"),
+        pytest.param("a" * 51, id="too-long"),
+        pytest.param("", id="empty"),
+        pytest.param("Acme", id="uppercase"),
+        pytest.param("acme_corp", id="underscore"),
+        pytest.param("acme corp", id="space"),
+        pytest.param("acme.corp", id="dot"),
+        pytest.param("-acme", id="leading-hyphen"),
+        pytest.param("acme-", id="trailing-hyphen"),
+        pytest.param("café", id="non-ascii-letter"),
+        pytest.param("ａｂｃ", id="fullwidth-letters"),
+        pytest.param("acme\n", id="trailing-newline"),
+        pytest.param("\nacme", id="leading-newline"),
+        pytest.param("---", id="only-hyphens"),
+    ],
+)
+def test_slug_check_rejects(conn: Conn, slug: str) -> None:
+    violates(
+        conn,
+        errors.CheckViolation,
+        "tenants_slug_format_check",
+        INSERT,
+        (slug, "X", "active", "{}"),
+    )
+
+
+@pytest.mark.parametrize(
+    "slug",
+    [
+        pytest.param("abc", id="3-chars"),
+        pytest.param("a" * 50, id="50-chars"),
+        pytest.param("a--b", id="inner-double-hyphen"),
+        pytest.param("123", id="digits-only"),
+        pytest.param("acme-corp-2", id="words-and-digits"),
+    ],
+)
+def test_slug_check_accepts(conn: Conn, slug: str) -> None:
+    assert insert(conn, slug)[1] == slug
+
+
+def test_slug_is_unique(conn: Conn) -> None:
+    insert(conn, "acme")
+    violates(
+        conn, errors.UniqueViolation, "tenants_slug_key", INSERT, ("acme", "Y", "active", "{}")
+    )
+
+
+def test_unknown_status_is_rejected(conn: Conn) -> None:
+    with pytest.raises(errors.InvalidTextRepresentation, match="tenant_status"):
+        conn.execute(INSERT, ("acme", "Acme", "deleted", "{}"))
+
+
+def test_status_enum_has_exactly_active_and_suspended(conn: Conn) -> None:
+    labels = conn.execute("SELECT enum_range(NULL::tenant_status)::text[]").fetchone()
+    assert labels == (["active", "suspended"],)
+
+
+def test_defaults(conn: Conn) -> None:
+    row = conn.execute(
+        "INSERT INTO tenants (slug, name) VALUES ('acme', 'Acme') "
+        "RETURNING id IS NOT NULL, status, settings, created_at = now(), updated_at = now()"
+    ).fetchone()
+    assert row == (True, "active", {}, True, True)
+
+
+@pytest.mark.parametrize("settings", ["[]", '"text"', "42", "true", "null"])
+def test_settings_must_be_an_object(conn: Conn, settings: str) -> None:
+    violates(
+        conn,
+        errors.CheckViolation,
+        "tenants_settings_object_check",
+        INSERT,
+        ("acme", "Acme", "active", settings),
+    )
+
+
+@pytest.mark.parametrize("name", ["", " ", "\t\n", "\u00a0", "\u3000 \u2003"])
+def test_blank_name_is_rejected(conn: Conn, name: str) -> None:
+    violates(
+        conn,
+        errors.CheckViolation,
+        "tenants_name_not_blank_check",
+        INSERT,
+        ("acme", name, "active", "{}"),
+    )
+
+
+def test_name_length_limit(conn: Conn) -> None:
+    assert insert(conn, "longest", "n" * 255)[2] == "n" * 255
+    violates(
+        conn,
+        errors.CheckViolation,
+        "tenants_name_length_check",
+        INSERT,
+        ("acme", "n" * 256, "active", "{}"),
+    )
+
+
+def test_name_may_be_padded(conn: Conn) -> None:
+    assert insert(conn, "acme", "  Acme  ")[2] == "  Acme  "
+
+
+def test_not_null_columns(conn: Conn) -> None:
+    with pytest.raises(errors.NotNullViolation):
+        conn.execute("INSERT INTO tenants (slug, name) VALUES ('acme', NULL)")
+
+
+def test_updated_at_cannot_precede_created_at(conn: Conn) -> None:
+    violates(
+        conn,
+        errors.CheckViolation,
+        "tenants_updated_at_check",
+        "INSERT INTO tenants (slug, name, created_at, updated_at)"
+        " VALUES ('acme', 'A', now(), now() - interval '1 day')",
+        None,
+    )
+
+
+def timestamps(conn: Conn, slug: str = "acme") -> tuple[Any, Any]:
+    row = conn.execute(
+        "SELECT created_at, updated_at FROM tenants WHERE slug = %s", (slug,)
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def test_update_that_changes_the_row_advances_updated_at(conn: Conn) -> None:
+    insert(conn)
+    created, before = timestamps(conn)
+    conn.execute("UPDATE tenants SET name = 'Acme 2' WHERE slug = 'acme'")
+    assert timestamps(conn) > (created, before)
+    assert timestamps(conn)[0] == created
+
+
+def test_updated_at_advances_twice_in_one_transaction(conn: Conn) -> None:
+    insert(conn)
+    _, before = timestamps(conn)
+    with conn.transaction():
+        conn.execute("UPDATE tenants SET name = 'Acme 2' WHERE slug = 'acme'")
+        _, first = timestamps(conn)
+        conn.execute("UPDATE tenants SET status = 'suspended' WHERE slug = 'acme'")
+        _, second = timestamps(conn)
+    assert before < first < second
+
+
+def test_update_that_changes_nothing_keeps_updated_at(conn: Conn) -> None:
+    insert(conn, settings='{"plan": "pro"}')
+    before = timestamps(conn)
+    conn.execute(
+        'UPDATE tenants SET name = name, status = status, settings = \'{"plan": "pro"}\' '
+        "WHERE slug = 'acme'"
+    )
+    assert timestamps(conn) == before
+
+
+def test_updated_at_cannot_be_written_by_hand(conn: Conn) -> None:
+    insert(conn)
+    before = timestamps(conn)
+    conn.execute("UPDATE tenants SET updated_at = '2000-01-01' WHERE slug = 'acme'")
+    assert timestamps(conn) == before
+    conn.execute("UPDATE tenants SET name = 'B', updated_at = '2000-01-01' WHERE slug = 'acme'")
+    assert timestamps(conn)[1] > before[1]
+
+
+@pytest.mark.parametrize(
+    ("assignment", "constraint"),
+    [
+        ("id = gen_random_uuid()", "tenants_id_immutable"),
+        ("created_at = now() - interval '1 day'", "tenants_created_at_immutable"),
+    ],
+)
+def test_id_and_created_at_cannot_change(conn: Conn, assignment: str, constraint: str) -> None:
+    row = insert(conn)
+    violates(
+        conn,
+        errors.CheckViolation,
+        constraint,
+        f"UPDATE tenants SET {assignment} WHERE slug = 'acme'",
+        None,
+    )
+    assert conn.execute("SELECT * FROM tenants").fetchone() == row
+
+
+def test_schema_documents_itself(conn: Conn) -> None:
+    undocumented = conn.execute(
+        """
+        SELECT a.attname
+        FROM pg_attribute a
+        WHERE a.attrelid = 'tenants'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+          AND col_description(a.attrelid, a.attnum) IS NULL
+        """
+    ).fetchall()
+    assert undocumented == []
+    comments = conn.execute(
+        """
+        SELECT obj_description('tenants'::regclass, 'pg_class'),
+               obj_description('tenant_status'::regtype, 'pg_type'),
+               obj_description('tg_tenants__timestamps'::regproc, 'pg_proc')
+        """
+    ).fetchone()
+    assert comments is not None
+    assert all(comments)
