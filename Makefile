@@ -54,7 +54,7 @@ typecheck: $(VENV)/.installed ## mypy --strict
 	$(BIN)/mypy
 
 test: lint typecheck ## lint, type-check, then the test suite against a real PostgreSQL
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 check: test ## exactly what CI runs
 
