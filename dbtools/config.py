@@ -146,7 +146,7 @@ class Target:
         if len(ports) == 1:
             ports *= len(hosts)
         return tuple(
-            f"{host or 'the default host'}:{port or '5432'}"
+            f"{_bracketed(host) or 'the default host'}:{port or '5432'}"
             for host, port in zip(hosts, ports, strict=False)
         )
 
@@ -211,7 +211,7 @@ def resolve(
     """
     if isinstance(url, Target):
         return url
-    if url:
+    if url is not None:  # given, even empty: an empty --database-url is a mistake, not "unset"
         return Target.from_url(url, origin=origin)
     configured = configured_url()
     if configured is not None:
@@ -300,3 +300,8 @@ def _libpq_envvars() -> dict[str, str]:
         option.keyword.decode(): option.envvar.decode() if option.envvar else ""
         for option in pq.Conninfo.get_defaults()
     }
+
+
+def _bracketed(host: str) -> str:
+    """An IPv6 address in brackets, so that the port after it reads as a port."""
+    return f"[{host}]" if ":" in host and not host.startswith("/") else host

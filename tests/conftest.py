@@ -28,13 +28,12 @@ from tests.helpers import (
     FAST_TMP,
     SERVER,
     TEST_CLUSTER,
+    Cli,
     CliResult,
     remove_cluster,
     run_python,
     target_for,
 )
-
-Cli = Callable[..., CliResult]
 
 
 def _load_migrations(*, dbname: str, **_: Any) -> None:

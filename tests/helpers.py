@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,10 @@ class CliResult:
     returncode: int
     stdout: str
     stderr: str
+
+
+# The type of the `cli` and `console` fixtures: run dbtools with these arguments.
+Cli = Callable[..., CliResult]
 
 
 def _server() -> tuple[Target, localdb.Cluster | None]:

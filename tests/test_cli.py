@@ -18,8 +18,7 @@ from dbtools.cli import MODULES
 from dbtools.cli.base import Command, argument
 from dbtools.cli.exits import EXIT_CODES, MEANINGS, Exit, exit_code
 from dbtools.config import Target
-from tests.conftest import Cli
-from tests.helpers import PROJECT
+from tests.helpers import PROJECT, Cli
 
 Conn = psycopg.Connection[Any]
 DECLARED = [command for module in MODULES for command in module.commands.commands]
@@ -213,6 +212,7 @@ def test_migrate_as_a_role_that_may_not_create_tables_is_permission_denied(
         ("postgresql://u@127.0.0.1:1/db?connect_timeout=abc", "connect_timeout must be a whole"),
         ("postgresql://u@127.0.0.1:1/db?sslmode=bogus", "sslmode must be one of"),
         ("postgresql://u@127.0.0.1:port/db", "invalid port"),
+        ("", "--database-url is empty"),
     ],
 )
 def test_configuration_errors_exit_2_wherever_they_are_found(

@@ -11,7 +11,7 @@ import pytest
 
 from dbtools import config, db, localdb, migrations
 from dbtools.config import Target
-from tests.conftest import Cli
+from tests.helpers import Cli
 
 
 def test_migrate_creates_the_database_then_reports_nothing_pending(

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from dbtools import tenants
-from tests.conftest import Cli
+from tests.helpers import Cli
 
 TENANT_KEYS = {"id", "slug", "name", "status", "settings", "created_at", "updated_at"}
 

@@ -102,6 +102,10 @@ def test_several_hosts_and_a_read_write_intent() -> None:
     assert target.describe() == "database 'dbtools_system' on db1.internal:5432, db2.internal:5433"
 
 
+def test_an_ipv6_host_is_described_in_brackets() -> None:
+    assert Target.from_url("postgresql://u@[::1]:5433/db").hosts == ("[::1]:5433",)
+
+
 def test_with_dbname_keeps_the_server_and_credentials() -> None:
     for url in (
         "postgresql://u:pw@h:5433/old?sslmode=require",

@@ -12,8 +12,7 @@ from typing import Any
 import psycopg
 
 from dbtools import __version__
-from tests.conftest import Cli
-from tests.helpers import row_count, run_python
+from tests.helpers import Cli, row_count, run_python
 
 
 def test_the_console_script_is_installed_and_runs(tmp_path: Path) -> None:
@@ -62,3 +61,17 @@ def test_two_seed_processes_racing(
         "tenant 'demo' already exists; left unchanged\n",
     ]
     assert row_count(conn) == 1
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(db_url: str, tmp_path: Path) -> None:
+    """`dbtools tenants list | head -0`: no traceback, no "internal error", exit 141 like cat."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dbtools", "--database-url", db_url, "tenants", "list"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert process.stdout is not None
+    process.stdout.close()  # before the command can print anything
+    _, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stderr) == (141, b"")

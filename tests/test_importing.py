@@ -22,8 +22,7 @@ from psycopg import pq
 from dbtools import tenants
 from dbtools.errors import DbToolsError
 from dbtools.importing import ImportFailed, RowError, import_csv
-from tests.conftest import Cli
-from tests.helpers import INJECTION, CliResult, row_count
+from tests.helpers import INJECTION, Cli, CliResult, row_count
 
 Conn = psycopg.Connection[Any]
 Connect = Callable[..., Conn]

@@ -14,8 +14,7 @@ from yoyo import read_migrations
 from dbtools import db, migrations, schema
 from dbtools.config import Target
 from dbtools.errors import PermissionDenied, SchemaDrift
-from tests.conftest import Cli
-from tests.helpers import SERVER
+from tests.helpers import SERVER, Cli
 
 Conn = psycopg.Connection[Any]
 

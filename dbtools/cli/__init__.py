@@ -9,9 +9,11 @@ line on stderr, passwords never shown; ``--debug`` adds the traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any, NoReturn
 
 from dbtools import __version__
@@ -56,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), exit_code(exc), debug)
     except KeyboardInterrupt:
         return _fail("interrupted", Exit.INTERRUPTED, debug)
+    except BrokenPipeError:  # nobody reads stdout any more: stop quietly, as cat does
+        with suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return Exit.BROKEN_PIPE
     except Exception as exc:  # a bug: an error nobody mapped. Still one line, with its own code.
         first_line = (str(exc).strip().splitlines() or [""])[0]
         message = (

@@ -32,6 +32,7 @@ class Exit(enum.IntEnum):
     PERMISSION = 5
     BUG = 70  # sysexits.h EX_SOFTWARE
     INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+    BROKEN_PIPE = 141  # 128 + SIGPIPE, as `cat` ends when its reader goes away
 
 
 MEANINGS = {
@@ -47,6 +48,7 @@ MEANINGS = {
     Exit.PERMISSION: "permission denied: the database role lacks a privilege",
     Exit.BUG: "internal error: a bug in dbtools (run with --debug and report it)",
     Exit.INTERRUPTED: "interrupted (Ctrl-C)",
+    Exit.BROKEN_PIPE: "the output was closed early (piped into head, say)",
 }
 
 EXIT_CODES: tuple[tuple[type[DbToolsError], Exit], ...] = (
