@@ -16,11 +16,13 @@ and the errors of a URL that cannot be parsed quote nothing of it.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import psycopg
@@ -53,6 +55,10 @@ _CHOICES = {
     "gssencmode": ("disable", "prefer", "require"),
     "channel_binding": ("disable", "prefer", "require"),
     "load_balance_hosts": ("disable", "random"),
+    "sslcertmode": ("disable", "allow", "require"),
+    "sslnegotiation": ("postgres", "direct"),
+    "ssl_min_protocol_version": ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+    "ssl_max_protocol_version": ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
 }
 _INTEGERS = (
     "connect_timeout",
@@ -62,7 +68,9 @@ _INTEGERS = (
     "keepalives_count",
     "tcp_user_timeout",
 )
-_INTEGER = re.compile(r"\s*-?\d+\s*")
+_INTEGER = re.compile(r"\s*-?\d{1,9}\s*")  # libpq reads them into a C int
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_DOTENV_KEY = re.compile(rf"^\s*(export\s+)?{DATABASE_URL_VAR}\s*=", re.MULTILINE)
 _ENCODING_HINT = (
     "percent-encode special characters in the user name and password "
     "(space %20, / %2F, ? %3F, # %23, @ %40, : %3A, % %25)"
@@ -93,18 +101,21 @@ class Target:
         text = url.strip()
         if not text:
             raise ConfigurationError(f"{origin} is empty")
-        scheme, sep, rest = text.partition("://")
-        if sep:
-            base = scheme.lower().removesuffix("+psycopg")
-            if base not in _SCHEMES:
+        scheme = _SCHEME.match(text)  # a URL; anything else is a key=value string
+        if scheme:
+            if scheme[1].lower().removesuffix("+psycopg") not in _SCHEMES:
                 raise ConfigurationError(
-                    f"{origin} must start with postgresql:// (or postgresql+psycopg://), "
-                    f"not {scheme[:20]}://"
+                    f"{origin} must start with postgresql:// (or postgresql+psycopg://)"
                 )
+            rest = text[scheme.end() :]
             _check_url_shape(rest, origin)
-            text = f"{base}://{rest}"
+            text = f"postgresql://{rest}"
         try:
             params = conninfo_to_dict(text)
+        except UnicodeDecodeError:  # a percent-escape that decodes to bytes that are not UTF-8
+            raise ConfigurationError(
+                f"{origin} holds a percent-escape that is not UTF-8 once decoded: {_ENCODING_HINT}"
+            ) from None
         except psycopg.ProgrammingError:
             # libpq quotes the text it choked on, which may hold a password: say it our way.
             raise ConfigurationError(
@@ -140,9 +151,10 @@ class Target:
     @property
     def hosts(self) -> tuple[str, ...]:
         """Every ``host:port`` libpq will try, in order (one for a plain URL)."""
-        params = self.params
-        hosts = (params.get("host") or params.get("hostaddr") or "").split(",")
-        ports = (params.get("port") or "").split(",")
+        params, env = self.params, os.environ
+        named = params.get("host") or params.get("hostaddr")
+        hosts = (named or env.get("PGHOST") or env.get("PGHOSTADDR") or "").split(",")
+        ports = (params.get("port") or env.get("PGPORT") or "").split(",")
         if len(ports) == 1:
             ports *= len(hosts)
         return tuple(
@@ -163,11 +175,17 @@ class Target:
         return params
 
     def conninfo(self) -> str:
-        """A ``key=value`` connection string without the password, for programs such as
-        pg_dump (give them the password through ``PGPASSWORD``)."""
+        """A ``key=value`` connection string without the password or any other secret
+        (``sslpassword``...), for the command line of programs such as pg_dump; give them
+        :meth:`secrets` another way."""
         params = self.connect_kwargs()
-        params.pop("password", None)
+        for key in _libpq_secrets():
+            params.pop(key, None)
         return make_conninfo(**params)
+
+    def secrets(self) -> dict[str, str]:
+        """The parameters libpq marks as secret (``password``, ``sslpassword``...)."""
+        return {k: v for k, v in self.parameters if k in _libpq_secrets()}
 
     def url(self) -> str:
         """The libpq URL of this target, password included: for programs, never for messages."""
@@ -216,6 +234,10 @@ def resolve(
     configured = configured_url()
     if configured is not None:
         text, where = configured
+        if not text.strip():
+            raise ConfigurationError(
+                f"{where} is set but empty: unset it to use the embedded PostgreSQL, or give a URL"
+            )
         return Target.from_url(text, origin=where)
     from dbtools import localdb  # only needed, and only imported, when nothing is configured
 
@@ -228,17 +250,32 @@ def resolve(
 
 
 def configured_url() -> tuple[str, str] | None:
-    """``DATABASE_URL`` and where it was found (environment, else a ``.env`` file), or None."""
+    """``DATABASE_URL`` and where it was found (environment, else a ``.env`` file), or None
+    when neither sets it. A ``.env`` line for it that cannot be read is an error, not unset."""
     url = os.environ.get(DATABASE_URL_VAR)
-    if url:
+    if url is not None:
         return url, DATABASE_URL_VAR
     from dotenv import dotenv_values, find_dotenv
 
     path = find_dotenv(usecwd=True)
-    if path:
+    if not path:
+        return None
+    where = f"{DATABASE_URL_VAR} in {path}"
+    dotenv_logger = logging.getLogger("dotenv.main")
+    level, dotenv_logger.level = dotenv_logger.level, logging.ERROR  # we say it ourselves
+    try:
+        text = Path(path).read_text(encoding="utf-8")
         url = dotenv_values(path).get(DATABASE_URL_VAR)
-        if url:
-            return url, f"{DATABASE_URL_VAR} in {path}"
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{path} is not UTF-8") from None
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        dotenv_logger.level = level
+    if url is not None:
+        return url, where
+    if _DOTENV_KEY.search(text):
+        raise ConfigurationError(f"{where} cannot be parsed: check its quotes")
     return None
 
 
@@ -263,22 +300,46 @@ def _check_params(params: Mapping[str, str], origin: str) -> None:
             "e.g. postgresql://user@host/dbtools_system"
         )
     host_lists = [params[key].split(",") for key in ("host", "hostaddr") if key in params]
-    if any("@" in host for hosts in host_lists for host in hosts):
+    hosts = [host for hosts in host_lists for host in hosts]
+    if any("@" in host for host in hosts):
         raise ConfigurationError(f"{origin} has an '@' in the host name: {_ENCODING_HINT}")
-    ports = params.get("port", "").split(",")
-    if not all(port == "" or (port.isdigit() and 0 < int(port) < 65536) for port in ports):
-        raise ConfigurationError(f"{origin} has an invalid port: use a number from 1 to 65535")
-    host_count = max((len(hosts) for hosts in host_lists), default=1)
-    if len(ports) not in (1, host_count):
+    if not all(_valid_host(host) for host in hosts):
         raise ConfigurationError(
-            f"{origin} lists {host_count} hosts and {len(ports)} ports: give one port, "
-            "or one for each host"
+            f"{origin} has an invalid host name (each dot-separated label 1 to 63 characters)"
         )
-    for key, value, where in _effective(params, (*_CHOICES, *_INTEGERS), origin):
-        if key in _CHOICES and value not in _CHOICES[key]:
+    if len({len(hosts) for hosts in host_lists}) > 1:
+        raise ConfigurationError(f"{origin} lists a different number of host and hostaddr values")
+    for key, value, where in _effective(params, ("port", *_CHOICES, *_INTEGERS), origin):
+        if key == "port":
+            ports = value.split(",")
+            if not all(p == "" or (p.isdigit() and 0 < int(p) < 65536) for p in ports):
+                raise ConfigurationError(
+                    f"{where} has an invalid port: use a number from 1 to 65535"
+                )
+            host_count = max((len(hosts) for hosts in host_lists), default=1)
+            if len(ports) not in (1, host_count):
+                raise ConfigurationError(
+                    f"{where} lists {host_count} hosts and {len(ports)} ports: give one port, "
+                    "or one for each host"
+                )
+        elif key in _CHOICES and value not in _CHOICES[key]:
             raise ConfigurationError(f"{where}: {key} must be one of {', '.join(_CHOICES[key])}")
-        if key in _INTEGERS and not _INTEGER.fullmatch(value):
+        elif key in _INTEGERS and not _INTEGER.fullmatch(value):
             raise ConfigurationError(f"{where}: {key} must be a whole number")
+
+
+def _valid_host(host: str) -> bool:
+    """A unix socket folder, an IP address, or a name the resolver will take."""
+    if not host or host.startswith("/"):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            host.encode("idna")
+        except UnicodeError:
+            return False
+    return True
 
 
 def _effective(
@@ -291,6 +352,14 @@ def _effective(
             yield key, params[key], origin
         elif envvars.get(key) and os.environ.get(envvars[key]):
             yield key, os.environ[envvars[key]], f"the environment variable {envvars[key]}"
+
+
+@functools.cache
+def _libpq_secrets() -> frozenset[str]:
+    """The keywords libpq itself hides when it shows parameters (``dispchar`` ``*``)."""
+    return frozenset(
+        option.keyword.decode() for option in pq.Conninfo.get_defaults() if option.dispchar == b"*"
+    )
 
 
 @functools.cache

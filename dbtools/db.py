@@ -36,6 +36,7 @@ from dbtools.errors import (
     NotMigrated,
     PermissionDenied,
     PoolExhausted,
+    ReadOnlyDatabase,
     Timeout,
 )
 
@@ -66,17 +67,19 @@ def connect(target: Target | str | None = None, **kwargs: Any) -> psycopg.Connec
 def maintenance_connection(target: Target) -> Iterator[psycopg.Connection[TupleRow]]:
     """An autocommit connection to the maintenance database of ``target``'s server (``postgres``,
     else ``template1``), with the same credentials: for creating and dropping databases."""
-    failures: list[DatabaseUnavailable] = []
+    failures: list[psycopg.OperationalError] = []
     for dbname in MAINTENANCE_DBS:
+        kwargs: dict[str, Any] = target.with_dbname(dbname).connect_kwargs()
         try:
-            conn = connect(target.with_dbname(dbname), autocommit=True)
-        except DatabaseUnavailable as exc:
+            conn = psycopg.connect(**kwargs, autocommit=True)
+        except psycopg.OperationalError as exc:
             failures.append(exc)
             continue
         with conn:
             yield conn
         return
-    raise failures[0]
+    where = f"the server of {target.describe()} (maintenance database {MAINTENANCE_DBS[0]!r})"
+    raise unavailable(failures[0], where, connecting=True, password=target.password)
 
 
 class Pool(ConnectionPool[psycopg.Connection[TupleRow]]):
@@ -189,6 +192,11 @@ def server_failure(exc: psycopg.Error, conn: psycopg.Connection[Any]) -> DbTools
         where = describe_connection(conn).partition(" on ")[0]
         reason = exc.diag.message_primary or "a table is missing"
         return NotMigrated(f"{where} is not migrated ({reason}): run `dbtools migrate`")
+    if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
+        return ReadOnlyDatabase(
+            f"{describe_connection(conn)} is read-only ({exc.diag.message_primary}): writes "
+            "need the primary (target_session_attrs=read-write picks it from several hosts)"
+        )
     if isinstance(exc, pg_errors.InsufficientPrivilege):
         return PermissionDenied(
             exc.diag.message_primary or "permission denied",

@@ -12,13 +12,14 @@ is the one table that maps them)::
     │   ├── PoolExhausted            every connection of the pool is busy
     │   └── MigrationLocked          another process holds the migration lock
     ├── DatabaseUnavailable       3  the server cannot be reached, or the connection was lost
-    │   └── NotMigrated              the tables are missing: run ``dbtools migrate``
+    │   ├── NotMigrated              the tables are missing: run ``dbtools migrate``
+    │   └── ReadOnlyDatabase         a write reached a standby or a read-only session
     ├── MigrationError            3  a migration cannot be read, applied or rolled back
     │   └── MigrationEdited          an applied migration's file was changed
     ├── LocalDatabaseError        3  the embedded PostgreSQL cannot be set up, started or stopped
     ├── ExternalToolError         3  a PostgreSQL program (pg_dump) is missing or failed
     └── (domain errors)           1  InvalidSlug, InvalidTenant, DuplicateSlug, TenantNotFound,
-                                     ImportFailed, SchemaDrift
+                                     TenantInUse, ImportFailed, SchemaDrift
 
 Messages name the offending value and the rule it broke, in one line; they never contain a
 password. Errors that carry a value keep it as an attribute.
@@ -114,6 +115,11 @@ class NotMigrated(DatabaseUnavailable):
     """The database exists but lacks the schema: ``dbtools migrate`` has not been run."""
 
 
+class ReadOnlyDatabase(DatabaseUnavailable):
+    """A write reached a server that only reads: a standby, or a session with
+    ``default_transaction_read_only``. Writes need the primary."""
+
+
 class MigrationError(DbToolsError):
     """A migration could not be read, applied or rolled back."""
 
@@ -171,6 +177,16 @@ class TenantNotFound(DbToolsError, LookupError):
     def __init__(self, slug: str) -> None:
         super().__init__(f"no tenant with slug {slug!r}")
         self.slug = slug
+
+
+class TenantInUse(DbToolsError):
+    """A tenant cannot be deleted: rows of another table still refer to it."""
+
+    def __init__(self, slug: str, constraint: str | None) -> None:
+        by = f" (foreign key {constraint})" if constraint else ""
+        super().__init__(f"tenant {slug!r} is still referenced by other rows{by}")
+        self.slug = slug
+        self.constraint = constraint
 
 
 @dataclass(frozen=True)

@@ -172,8 +172,14 @@ class Cluster:
 
     def _initdb(self) -> None:
         place = self.placement
-        _prepare_dir(place.root)
-        _prepare_dir(place.socket_dir, mode=0o700)
+        try:
+            _prepare_dir(place.root)
+            _prepare_dir(place.socket_dir, mode=0o700)
+        except OSError as exc:
+            raise LocalDatabaseError(
+                f"cannot create {place.root}: {exc.strerror or exc}; "
+                f"set {LOCAL_DIR_VAR} to a folder you can write"
+            ) from exc
         result = _run_server_tool(
             [
                 self.binaries.tool("initdb"),
@@ -218,8 +224,15 @@ class Cluster:
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         """Serialise init/start/stop between processes (two ``make`` runs at once, say)."""
-        _make_dirs(self.placement.root.parent)
-        with self.placement.lock_file.open("a") as handle:
+        try:
+            _make_dirs(self.placement.root.parent)
+            handle = self.placement.lock_file.open("a")
+        except OSError as exc:
+            raise LocalDatabaseError(
+                f"cannot create the embedded PostgreSQL's folder {self.placement.root.parent}: "
+                f"{exc.strerror or exc}; set {LOCAL_DIR_VAR} to a folder you can write"
+            ) from exc
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -262,9 +275,14 @@ def find_binaries() -> Binaries:
     Looked for in ``DBTOOLS_PG_BINDIR``, ``pg_config --bindir``, ``PATH`` and the usual
     ``/usr/lib/postgresql/<version>/bin`` (newest first).
     """
+    if os.environ.get(BINDIR_VAR):  # set: it is the answer, or a mistake to say so
+        folder = Path(os.environ[BINDIR_VAR])
+        if not _has_server_tools(folder):
+            raise LocalDatabaseError(
+                f"{BINDIR_VAR}={folder} holds no initdb, pg_ctl and postgres: fix or unset it"
+            )
+        return Binaries(folder)
     candidates: list[Path] = []
-    if os.environ.get(BINDIR_VAR):
-        candidates.append(Path(os.environ[BINDIR_VAR]))
     pg_config = shutil.which("pg_config")
     if pg_config:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -279,9 +297,13 @@ def find_binaries() -> Binaries:
         versions = sorted(glob.glob(pattern), key=_version_key, reverse=True)
         candidates += [Path(p) for p in versions]
     for folder in candidates:
-        if all(os.access(folder / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
+        if _has_server_tools(folder):
             return Binaries(folder)
     raise LocalDatabaseError(_INSTALL_HINT)
+
+
+def _has_server_tools(folder: Path) -> bool:
+    return all(os.access(folder / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres"))
 
 
 def _version_key(path: str) -> tuple[int, ...]:

@@ -13,8 +13,9 @@ all refuse (:class:`MigrationEdited`), naming the file, once an applied migratio
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, redirect_stdout, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +37,7 @@ from dbtools.errors import (
     MigrationError,
     MigrationLocked,
     PermissionDenied,
+    ReadOnlyDatabase,
     Timeout,
 )
 
@@ -66,7 +68,8 @@ LOCK_HOLDER = "SELECT pid, ctime FROM yoyo_lock ORDER BY ctime LIMIT 1"
 # What applying or rolling back needs, checked before yoyo's lock: yoyo retries every error in
 # its lock loop for LOCK_WAIT seconds, and would report a missing privilege as a missing table.
 PRIVILEGES = """
-    SELECT current_user,
+    SELECT current_setting('transaction_read_only') = 'on',
+           current_user,
            current_schema(),
            coalesce(has_schema_privilege(current_schema(), 'CREATE'), false),
            ARRAY(
@@ -80,14 +83,17 @@ PRIVILEGES = """
 
 @dataclass(frozen=True)
 class MigrationState:
-    """One migration: its id, its file, and when it was applied (``None``: pending)."""
+    """One migration: its id, its file, and when it was applied (``None``: pending). A
+    migration the database has applied but this checkout does not have has no file."""
 
     id: str
-    path: Path
+    path: Path | None
     applied_at: datetime | None
 
     @property
     def sql(self) -> str:
+        if self.path is None:
+            raise MigrationError(f"migration {self.id} is not in this checkout")
         return self.path.read_text()
 
 
@@ -144,7 +150,7 @@ def ensure_database(target: Target) -> bool:
     return True
 
 
-def apply(target: Target, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
+def apply(target: Target, migrations_dir: Path | None = None) -> list[str]:
     """Apply the pending migrations in order; return their ids (empty when none were pending).
 
     Refuses (:class:`MigrationEdited`) if an applied migration's file was edited since.
@@ -164,7 +170,7 @@ def apply(target: Target, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
     return [m.id for m in pending]
 
 
-def rollback(target: Target, count: int = 1, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
+def rollback(target: Target, count: int = 1, migrations_dir: Path | None = None) -> list[str]:
     """Roll back the ``count`` newest applied migrations; return their ids, newest first."""
     if count < 1:
         raise ValueError(f"count must be at least 1, not {count}")
@@ -172,20 +178,22 @@ def rollback(target: Target, count: int = 1, migrations_dir: Path = MIGRATIONS_D
     with _session(target, write=True) as backend, backend.lock(LOCK_WAIT):
         conn = backend.connection
         conn.execute(CREATE_CHECKSUMS)
-        _verify(conn, migrations, _applied_at(conn))
+        applied_at = _applied_at(conn)
+        _verify(conn, migrations, applied_at)
         targets = list(backend.to_rollback(migrations))[:count]
+        _refuse_unknown_newer(migrations, applied_at, targets)
         for migration in targets:
             _run(backend.rollback_one, migration, "roll back", conn)
             conn.execute(FORGET_CHECKSUM, {"id": migration.id})
     return [m.id for m in targets]
 
 
-def listed(migrations_dir: Path = MIGRATIONS_DIR) -> list[MigrationState]:
+def listed(migrations_dir: Path | None = None) -> list[MigrationState]:
     """Every migration in ``migrations_dir``, in the order yoyo applies them, all pending."""
     return [MigrationState(m.id, Path(m.path), None) for m in _read(migrations_dir)]
 
 
-def status(target: Target, migrations_dir: Path = MIGRATIONS_DIR) -> list[MigrationState]:
+def status(target: Target, migrations_dir: Path | None = None) -> list[MigrationState]:
     """Every migration in ``migrations_dir``, in order, with the time it was applied.
 
     Only reads: a database that never saw a migration has everything pending and stays untouched.
@@ -195,16 +203,35 @@ def status(target: Target, migrations_dir: Path = MIGRATIONS_DIR) -> list[Migrat
     with _session(target, write=False) as backend:
         applied_at = _applied_at(backend.connection)
         _verify(backend.connection, migrations, applied_at)
-    return [MigrationState(m.id, Path(m.path), applied_at.get(m.id)) for m in migrations]
+    states = [MigrationState(m.id, Path(m.path), applied_at.get(m.id)) for m in migrations]
+    unknown = sorted(set(applied_at) - {m.id for m in migrations}, key=applied_at.__getitem__)
+    return states + [MigrationState(i, None, applied_at[i]) for i in unknown]
 
 
-def plan(target: Target, migrations_dir: Path = MIGRATIONS_DIR) -> Plan:
+def plan(target: Target, migrations_dir: Path | None = None) -> Plan:
     """What ``migrate`` would do, found without changing anything (not even creating the
     database or yoyo's tables)."""
     if not database_exists(target):
         return Plan(target.dbname, True, listed(migrations_dir))
     pending = [state for state in status(target, migrations_dir) if state.applied_at is None]
     return Plan(target.dbname, False, pending)
+
+
+def _refuse_unknown_newer(
+    migrations: Any, applied_at: dict[str, datetime], targets: list[Any]
+) -> None:
+    """Refuse to roll back while the database has newer migrations this checkout lacks:
+    "the newest" would otherwise skip them and undo an older one underneath."""
+    known = {m.id for m in migrations}
+    if not targets:
+        return
+    oldest_target = min(applied_at[m.id] for m in targets)
+    newer = sorted(i for i, at in applied_at.items() if i not in known and at >= oldest_target)
+    if newer:
+        raise MigrationError(
+            f"the database has newer migrations that are not in this checkout's sql/: "
+            f"{', '.join(newer)}; roll back with a checkout that has them"
+        )
 
 
 def file_checksum(path: Path) -> str:
@@ -247,7 +274,12 @@ def _session(target: Target, *, write: bool) -> Iterator[Any]:
 
 
 def _check_privileges(conn: psycopg.Connection[Any], target: Target) -> None:
-    [(user, schema, may_create, missing)] = conn.execute(PRIVILEGES).fetchall()
+    [(read_only, user, schema, may_create, missing)] = conn.execute(PRIVILEGES).fetchall()
+    if read_only:  # yoyo's lock loop would retry the refused INSERT, then blame another process
+        raise ReadOnlyDatabase(
+            f"{target.describe()} is read-only (a standby, or default_transaction_read_only): "
+            "migrate through the primary"
+        )
     if schema is None:
         raise MigrationError(
             f"cannot migrate {target.describe()}: no schema of the search_path exists"
@@ -274,7 +306,10 @@ def _locked(conn: psycopg.Connection[Any], target: Target) -> DbToolsError:
     with suppress(psycopg.Error):
         holder = conn.execute(LOCK_HOLDER).fetchone()
     if holder is None:
-        return MigrationLocked(target.dbname)
+        return MigrationError(
+            f"cannot migrate {target.describe()}: yoyo could not take its migration lock within "
+            f"{LOCK_WAIT} s, though no process holds it"
+        )
     return MigrationLocked(target.dbname, pid=holder[0], since=holder[1])
 
 
@@ -320,18 +355,34 @@ def _record(conn: psycopg.Connection[Any], migration: Any) -> None:
     )
 
 
-def _read(migrations_dir: Path) -> Any:
+def _read(migrations_dir: Path | None) -> Any:
+    """yoyo's migrations from ``migrations_dir`` (default: :data:`MIGRATIONS_DIR`)."""
+    migrations_dir = MIGRATIONS_DIR if migrations_dir is None else migrations_dir
     if not migrations_dir.is_dir():
         raise MigrationError(f"migrations folder {migrations_dir} does not exist")
     try:
-        return read_migrations(str(migrations_dir))
+        migrations = read_migrations(str(migrations_dir))
     except yoyo_exceptions.BadMigration as exc:
         raise MigrationError(f"cannot read the migrations in {migrations_dir}: {exc}") from exc
+    for migration in migrations:  # yoyo reads them lazily, mid-run; check them before
+        for path in (Path(migration.path), _rollback_file(Path(migration.path))):
+            try:
+                if path.is_file():
+                    path.read_bytes().decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise MigrationError(f"{path} is not UTF-8 ({exc.reason})") from exc
+    return migrations
+
+
+def _rollback_file(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".sql") + ".rollback.sql")
 
 
 def _run(operation: Any, migration: Any, verb: str, conn: psycopg.Connection[Any]) -> None:
     try:
-        operation(migration)
+        # yoyo prints the rows a statement returns; stdout is the caller's (one JSON document).
+        with redirect_stdout(sys.stderr):
+            operation(migration)
     except yoyo_exceptions.BadMigration as exc:
         raise MigrationError(f"cannot {verb} migration {migration.id}: {exc}") from exc
     except psycopg.Error as exc:

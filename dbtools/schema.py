@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,8 @@ from psycopg import sql
 from dbtools import db, localdb, migrations
 from dbtools.config import Target
 from dbtools.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
     Difference,
     ExternalToolError,
     LocalDatabaseError,
@@ -56,11 +59,11 @@ def dump(target: Target) -> str:
         "--no-owner",
         "--no-privileges",
         *(f"--exclude-table={pattern}" for pattern in _BOOKKEEPING_TABLES),
-        f"--dbname={target.conninfo()}",  # no password on the command line
+        f"--dbname={target.conninfo()}",  # no secret on the command line, where ps shows it
     ]
     # The caller's libpq settings (PGUSER, PGSSLMODE, PGPASSFILE...) apply, as for every command.
-    env = os.environ | ({"PGPASSWORD": target.password} if target.password else {})
-    result = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    with _secrets_for_libpq(target) as env:
+        result = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or ["pg_dump failed"])[-1]
         raise ExternalToolError(f"pg_dump failed: {reason.removeprefix('pg_dump: error: ')}")
@@ -79,27 +82,51 @@ def expected(target: Target) -> str:
 def write(target: Target, path: Path = SCHEMA_FILE) -> bool:
     """Write what the migrations produce to ``path``; True if the file changed."""
     text = expected(target)
-    if path.is_file() and path.read_text() == text:
+    if _read(path) == text:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return True
 
 
 def check(target: Target, path: Path = SCHEMA_FILE) -> None:
-    """Raise :class:`SchemaDrift` if ``path`` or ``target``'s database differs from the build."""
+    """Raise :class:`SchemaDrift` if ``path`` or ``target``'s database differs from the build.
+
+    A database that does not exist is an error (:class:`DatabaseUnavailable`), not a pass: a
+    mistyped URL must not look like a database that matches."""
+    if not migrations.database_exists(target):
+        raise DatabaseUnavailable(
+            f"{target.describe()} does not exist, so there is nothing to check: check the URL, "
+            "or run `dbtools migrate` first"
+        )
     want = expected(target)
     differences = []
-    have_file = path.read_text() if path.is_file() else ""
+    have_file = _read(path)
     if have_file != want:
         differences.append(Difference(str(path), _diff(want, have_file, str(path))))
-    if migrations.database_exists(target):
-        live = dump(target)
-        if live != want:
-            subject = f"database {target.dbname!r}"
-            differences.append(Difference(subject, _diff(want, live, target.dbname)))
+    live = dump(target)
+    if live != want:
+        subject = f"database {target.dbname!r}"
+        differences.append(Difference(subject, _diff(want, live, target.dbname)))
     if differences:
         raise SchemaDrift(differences)
+
+
+def _read(path: Path) -> str:
+    """The schema file's text ("" if there is none; bytes that are not UTF-8 show as such in
+    the diff), or a ConfigurationError if it cannot be read or is not a regular file (a device
+    such as /dev/full would be read forever)."""
+    if not path.exists():
+        return ""
+    if not path.is_file():
+        raise ConfigurationError(f"{path} is not a regular file")
+    try:
+        return path.read_text(errors="replace")
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def _diff(want: str, have: str, label: str) -> str:
@@ -124,6 +151,26 @@ def _pg_dump() -> str:
     if found is None:
         raise ExternalToolError("pg_dump not found: install the PostgreSQL client tools")
     return found
+
+
+@contextmanager
+def _secrets_for_libpq(target: Target) -> Iterator[dict[str, str]]:
+    """An environment for a libpq program that gives it ``target``'s secrets without its
+    command line: the password as PGPASSWORD, others (sslpassword...) in a private service
+    file, deleted afterwards."""
+    secrets = target.secrets()
+    env = os.environ | ({"PGPASSWORD": secrets.pop("password")} if "password" in secrets else {})
+    if not secrets:
+        yield env
+        return
+    if any("\n" in value for value in secrets.values()):
+        raise ConfigurationError(f"{target.origin}: a secret parameter holds a line break")
+    with tempfile.TemporaryDirectory(prefix="dbtools-") as folder:
+        service = Path(folder) / "pg_service.conf"
+        lines = "".join(f"{key}={value}\n" for key, value in secrets.items())
+        service.touch(mode=0o600)
+        service.write_text(f"[dbtools]\n{lines}")
+        yield env | {"PGSERVICEFILE": str(service), "PGSERVICE": "dbtools"}
 
 
 @contextmanager

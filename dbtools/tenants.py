@@ -41,6 +41,7 @@ from dbtools.errors import (
     DuplicateSlug,
     InvalidSlug,
     InvalidTenant,
+    TenantInUse,
     TenantNotFound,
 )
 from dbtools.slugs import is_valid_slug, validate_slug
@@ -410,6 +411,8 @@ def _writing(conn: psycopg.Connection[Any], slug: str) -> Iterator[psycopg.Curso
         if exc.diag.constraint_name == SLUG_KEY:
             raise DuplicateSlug(slug) from exc
         raise
+    except pg_errors.ForeignKeyViolation as exc:  # a row of another table refers to the tenant
+        raise TenantInUse(slug, exc.diag.constraint_name) from exc
     except pg_errors.CheckViolation as exc:
         mapped = _check_error(exc.diag.constraint_name, slug)
         if mapped is None:

@@ -54,6 +54,34 @@ def test_explicit_url_wins(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert (explicit.params["host"], explicit.origin) == ("explicit", "--database-url")
 
 
+@pytest.mark.parametrize("value", ["", "   "])
+def test_a_database_url_set_but_empty_is_an_error(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """Not a silent fall-back to the embedded cluster: `DATABASE_URL=$TYPO dbtools migrate`."""
+    monkeypatch.setenv("DATABASE_URL", value)
+    with pytest.raises(ConfigurationError, match="DATABASE_URL is set but empty"):
+        config.resolve()
+    with pytest.raises(ConfigurationError, match="--database-url is empty"):
+        config.resolve(value, origin="--database-url")
+
+
+@pytest.mark.parametrize(
+    ("content", "complaint"),
+    [
+        (b"DATABASE_URL='postgresql://h/db\n", "cannot be parsed"),
+        (b"DATABASE_URL=\n", "is set but empty"),
+        (b"DATABASE_URL=postgresql://h/caf\xe9\n", "is not UTF-8"),
+    ],
+)
+def test_a_dotenv_line_that_cannot_be_used_is_an_error(
+    clean_env: Path, content: bytes, complaint: str
+) -> None:
+    (clean_env / ".env").write_bytes(content)
+    with pytest.raises(ConfigurationError, match=complaint):
+        config.resolve()
+
+
 def test_a_target_is_passed_through(clean_env: Path) -> None:
     target = Target.from_url("postgresql://h/db")
     assert config.resolve(target) is target
@@ -86,6 +114,7 @@ def test_nothing_configured_starts_the_embedded_cluster_and_says_so(
         "postgresql://u@/db?host=/var/run/postgresql",
         "postgresql://u@h1:5432,h2:5433/db?target_session_attrs=read-write",
         "host=h dbname=db user=u password='p w'",
+        "password=Zq1 host=h dbname=db application_name=https://ci.example/x",
     ],
 )
 def test_libpq_urls_yoyo_urls_and_conninfo_strings_are_accepted(url: str) -> None:
@@ -100,6 +129,15 @@ def test_several_hosts_and_a_read_write_intent() -> None:
     assert target.hosts == ("db1.internal:5432", "db2.internal:5433")
     assert target.params["target_session_attrs"] == "read-write"
     assert target.describe() == "database 'dbtools_system' on db1.internal:5432, db2.internal:5433"
+
+
+def test_hosts_come_from_pghost_and_pgport_when_the_url_has_none(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGHOST", "db.internal")
+    monkeypatch.setenv("PGPORT", "55433")
+    assert Target.from_url("postgresql:///db").describe() == "database 'db' on db.internal:55433"
+    assert Target.from_url("postgresql://h:5/db").hosts == ("h:5",)
 
 
 def test_an_ipv6_host_is_described_in_brackets() -> None:
@@ -149,10 +187,11 @@ def test_url_round_trips(clean_env: Path) -> None:
     assert again.params == target.params
 
 
-def test_conninfo_for_programs_has_no_password(clean_env: Path) -> None:
-    target = Target.from_url("postgresql://u:Zq1secret@h/db")
-    assert "Zq1" not in target.conninfo()
+def test_conninfo_for_programs_has_no_secret(clean_env: Path) -> None:
+    target = Target.from_url("postgresql://u:Zq1secret@h/db?sslpassword=Zq2")
+    assert "Zq" not in target.conninfo()
     assert "dbname=db" in target.conninfo()
+    assert target.secrets() == {"password": "Zq1secret", "sslpassword": "Zq2"}
 
 
 # --- bad input: a clear error, never a password ------------------------------------------------
@@ -178,6 +217,14 @@ def test_conninfo_for_programs_has_no_password(clean_env: Path) -> None:
         ("postgresql://u@host/db?password=Top@Zq1%zz", "not a valid PostgreSQL URL"),
         ("host=h password='Zq1 Zq2 dbname=db", "not a valid PostgreSQL URL"),
         ("postgresql://u@host/db?PASSWORD=Zq1", "not a valid PostgreSQL URL"),
+        ("Zq1=Zq2 dbname=db application_name=https://x", "not a valid PostgreSQL URL"),
+        ("postgresql://u:Zq1%FF@host/db", "not UTF-8 once decoded"),
+        ("postgresql://u:Zq1@" + "a" * 64 + ".example/db", "invalid host name"),
+        ("postgresql://u:Zq1@h1,h2/db?hostaddr=127.0.0.1", "different number of host and hostaddr"),
+        ("postgresql://u:Zq1@host/db?keepalives_idle=99999999999999999999", "whole number"),
+        ("postgresql://u:Zq1@host/db?sslcertmode=bogus", "sslcertmode must be one of"),
+        ("postgresql://u:Zq1@host/db?sslnegotiation=bogus", "sslnegotiation must be one of"),
+        ("postgresql://u:Zq1@host/db?ssl_min_protocol_version=bogus", "ssl_min_protocol_version"),
     ],
 )
 def test_malformed_url_gives_a_clear_error_without_the_password(
@@ -196,6 +243,8 @@ def test_malformed_url_gives_a_clear_error_without_the_password(
     [
         ("PGSSLMODE", "bogus", "PGSSLMODE: sslmode must be one of"),
         ("PGCONNECT_TIMEOUT", "soon", "PGCONNECT_TIMEOUT: connect_timeout must be a whole"),
+        ("PGPORT", "abc", "PGPORT has an invalid port"),
+        ("PGPORT", "99999", "PGPORT has an invalid port"),
     ],
 )
 def test_bad_libpq_environment_variables_are_configuration_errors(

@@ -89,11 +89,26 @@ def test_a_folder_the_server_user_cannot_reach(
 def test_missing_binaries_say_how_to_install_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(localdb.BINDIR_VAR, str(tmp_path))
+    monkeypatch.delenv(localdb.BINDIR_VAR, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(localdb, "SERVER_BIN_GLOBS", ())
     with pytest.raises(LocalDatabaseError, match="apt-get install postgresql"):
         localdb.find_binaries()
+
+
+def test_a_bindir_setting_without_the_binaries_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Not silently ignored in favour of binaries found elsewhere."""
+    monkeypatch.setenv(localdb.BINDIR_VAR, str(tmp_path))
+    with pytest.raises(LocalDatabaseError, match=f"{localdb.BINDIR_VAR}=.* holds no initdb"):
+        localdb.find_binaries()
+
+
+def test_an_unwritable_local_dir_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(localdb.LOCAL_DIR_VAR, "/proc/dbtools-nope")
+    with pytest.raises(LocalDatabaseError, match="cannot create the embedded PostgreSQL's folder"):
+        localdb.default_cluster().start()
 
 
 def test_bindir_setting_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from dbtools.errors import (
     MigrationError,
     MigrationLocked,
     PermissionDenied,
+    ReadOnlyDatabase,
     Timeout,
 )
 
@@ -36,6 +37,7 @@ def tables(target: Target) -> set[str]:
 
 def copy_migrations(folder: Path, *extra: tuple[str, str]) -> Path:
     """The project's migrations in ``folder``, plus ``extra`` (name, SQL) files."""
+    folder.mkdir(exist_ok=True)
     for source in sorted(migrations.MIGRATIONS_DIR.glob("*.sql")):
         (folder / source.name).write_text(source.read_text())
     for name, text in extra:
@@ -241,3 +243,41 @@ def test_a_missing_privilege_is_permission_denied_at_once(no_create_role: Target
             f"database {no_create_role.dbname!r})"
         )
     assert "yoyo_lock" not in tables(no_create_role)
+
+
+def test_a_read_only_server_is_said_at_once_not_taken_for_a_held_lock(target: Target) -> None:
+    """yoyo's lock loop would retry the refused INSERT for LOCK_WAIT seconds, then blame a
+    process that does not exist."""
+    read_only = Target.from_params(
+        **(target.params | {"options": "-c default_transaction_read_only=on"})
+    )
+    with pytest.raises(ReadOnlyDatabase, match=r"is read-only .*: migrate through the primary"):
+        migrations.apply(read_only)
+
+
+def test_a_database_ahead_of_the_checkout(target: Target, tmp_path: Path) -> None:
+    """The database has 0002, this checkout does not: status says so; rollback refuses rather
+    than undo 0001 underneath it."""
+    ahead = copy_migrations(
+        tmp_path / "ahead", ("0002_more.sql", "-- More.\nCREATE TABLE more (id int);\n")
+    )
+    (ahead / "0002_more.rollback.sql").write_text("-- Less.\nDROP TABLE more;\n")
+    assert migrations.apply(target, ahead) == ["0002_more"]
+
+    states = migrations.status(target)
+    assert [(s.id, s.path is None) for s in states] == [
+        ("0001_create-tenants", False),
+        ("0002_more", True),
+    ]
+    with pytest.raises(
+        MigrationError, match="newer migrations that are not in this checkout's sql/: 0002_more"
+    ):
+        migrations.rollback(target)
+    assert "tenants" in tables(target)
+
+
+def test_a_migration_that_is_not_utf8_is_a_migration_error(tmp_path: Path) -> None:
+    folder = copy_migrations(tmp_path)
+    (folder / "0002_latin1.sql").write_bytes(b"-- Caf\xe9.\nSELECT 1;\n")
+    with pytest.raises(MigrationError, match="is not UTF-8"):
+        migrations.listed(folder)

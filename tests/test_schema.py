@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -113,6 +114,56 @@ def test_a_url_without_a_host_part_works(cli: Cli, target: Target) -> None:
     )
     result = cli("--database-url", url, "schema", "check")
     assert result.returncode == 0, result.stderr
+
+
+def test_check_of_a_database_that_does_not_exist_fails(cli: Cli, missing_db: Target) -> None:
+    """A mistyped URL must not pass as a database that matches the migrations."""
+    result = cli("--database-url", missing_db.url(), "schema", "check")
+    assert result.returncode == 3
+    assert result.stderr == (
+        f"dbtools: error: {missing_db.describe()} does not exist, so there is nothing to check: "
+        "check the URL, or run `dbtools migrate` first\n"
+    )
+
+
+@pytest.mark.parametrize("where", ["/proc/dbtools-schema.sql", "/dev/full", "."])
+def test_dump_to_a_file_that_cannot_be_written_is_a_usage_error(
+    cli: Cli, db_url: str, where: str
+) -> None:
+    result = cli("--database-url", db_url, "schema", "dump", "--file", where)
+    assert result.returncode == 2
+    assert result.stderr in (
+        f"dbtools: error: {where} is not a regular file\n",
+        f"dbtools: error: cannot write {where}: No such file or directory\n",
+    )
+
+
+def test_check_of_a_file_that_is_not_utf8_reports_drift(
+    cli: Cli, db_url: str, tmp_path: Path
+) -> None:
+    broken = tmp_path / "schema.sql"
+    broken.write_bytes(schema.SCHEMA_FILE.read_bytes() + b"\xff\xfe\n")
+    result = cli("--database-url", db_url, "schema", "check", "--file", str(broken))
+    assert result.returncode == 1
+    assert "+\ufffd\ufffd" in result.stdout
+
+
+def test_secrets_never_reach_pg_dumps_command_line(
+    target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ps shows every process's arguments; the password and sslpassword go another way."""
+    calls: list[list[str]] = []
+    real = subprocess.run
+
+    def recorded(args: list[str], **kwargs: Any) -> Any:
+        calls.append(args)
+        return real(args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", recorded)
+    with_secrets = Target.from_params(**(target.params | {"password": "Zq1", "sslpassword": "Zq2"}))
+    assert "CREATE TABLE public.tenants" in schema.dump(with_secrets)
+    [args] = [call for call in calls if Path(call[0]).name == "pg_dump"]
+    assert "Zq" not in " ".join(args)
 
 
 def test_a_role_without_createdb_is_told_why(conn: Conn, target: Target) -> None:

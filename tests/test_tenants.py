@@ -30,6 +30,8 @@ from dbtools.errors import (
     DuplicateSlug,
     InvalidSlug,
     InvalidTenant,
+    ReadOnlyDatabase,
+    TenantInUse,
     TenantNotFound,
 )
 from dbtools.tenants import Tenant, TenantStatus
@@ -837,3 +839,21 @@ def test_duplicate_in_a_transaction_block_keeps_earlier_writes(conn: Conn) -> No
             tenants.create(conn, "acme", "Acme again")
         assert conn.execute("SELECT count(*) FROM tenants").fetchone() == (2,)
     assert tenants.get_by_slug(conn, "first") == first
+
+
+def test_delete_of_a_tenant_still_referenced_is_tenant_in_use(conn: Conn) -> None:
+    """A service's own table may refer to tenants; the delete then fails as a domain error."""
+    seed(conn, "acme")
+    conn.execute("CREATE TABLE orders (tenant_id uuid REFERENCES tenants (id))")
+    conn.execute("INSERT INTO orders SELECT id FROM tenants")
+    with pytest.raises(TenantInUse) as caught:
+        tenants.delete(conn, "acme")
+    assert (caught.value.slug, caught.value.constraint) == ("acme", "orders_tenant_id_fkey")
+    assert tenants.get_by_slug(conn, "acme") is not None
+
+
+def test_a_write_to_a_read_only_session_is_read_only_database(connect: Connect) -> None:
+    read_only = connect(autocommit=True, options="-c default_transaction_read_only=on")
+    with pytest.raises(ReadOnlyDatabase, match="is read-only"):
+        tenants.create(read_only, "acme", "Acme")
+    assert tenants.get_by_slug(read_only, "acme") is None  # reads still work
