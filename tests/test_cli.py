@@ -130,6 +130,7 @@ EXAMPLES: list[tuple[errors.DbToolsError, Exit]] = [
     (errors.MigrationLocked("db", pid=1), Exit.TRY_AGAIN),
     (errors.DatabaseUnavailable("x"), Exit.UNAVAILABLE),
     (errors.NotMigrated("x"), Exit.UNAVAILABLE),
+    (errors.ReadOnlyDatabase("x"), Exit.UNAVAILABLE),
     (errors.MigrationError("x"), Exit.UNAVAILABLE),
     (errors.MigrationEdited("sql/0001_x.sql"), Exit.UNAVAILABLE),
     (errors.LocalDatabaseError("x"), Exit.UNAVAILABLE),
@@ -138,6 +139,7 @@ EXAMPLES: list[tuple[errors.DbToolsError, Exit]] = [
     (errors.InvalidTenant("x", "name", "x"), Exit.DOMAIN),
     (errors.DuplicateSlug("x"), Exit.DOMAIN),
     (errors.TenantNotFound("x"), Exit.DOMAIN),
+    (errors.TenantInUse("x", "orders_tenant_fkey"), Exit.DOMAIN),
     (errors.ImportFailed("x.csv", []), Exit.DOMAIN),
     (errors.SchemaDrift([]), Exit.DOMAIN),
 ]
@@ -294,6 +296,14 @@ PASSWORD_URLS = [
     pytest.param("host=127.0.0.1 port=1 dbname=db user=app password='Zq1 Zq2'", id="conninfo"),
     pytest.param("host=127.0.0.1 port=1 dbname=db password='Zq1 Zq2", id="conninfo-unclosed"),
     pytest.param("host=127.0.0.1 port=1 dbname=db password=Zq1=Zq2 x", id="conninfo-garbage"),
+    pytest.param(
+        "password=Zq1 host=127.0.0.1 port=1 dbname=db application_name=https://ci.example/x",
+        id="conninfo-with-a-url-in-a-value",
+    ),
+    pytest.param(
+        "Zq1=Zq2 host=127.0.0.1 port=1 dbname=db application_name=https://ci.example/x",
+        id="conninfo-garbage-with-a-url",
+    ),
 ]
 COMMANDS = [
     ("migrate",),

@@ -115,11 +115,8 @@ def test_missing_server_binaries_is_one_line(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(localdb, "SERVER_BIN_GLOBS", ())
-    env = {
-        "PATH": str(tmp_path),
-        localdb.LOCAL_DIR_VAR: str(tmp_path / "local"),
-        localdb.BINDIR_VAR: str(tmp_path),
-    }
+    monkeypatch.delenv(localdb.BINDIR_VAR, raising=False)
+    env = {"PATH": str(tmp_path), localdb.LOCAL_DIR_VAR: str(tmp_path / "local")}
     result = cli("db", "start", env=env)
     assert result.returncode == 3
     assert result.stderr.count("\n") == 1
@@ -166,3 +163,24 @@ def test_rollback_of_everything_then_migrate(
     assert json.loads(result.stdout) == {"rolled_back": ["0001_create-tenants"]}
     assert cli("--database-url", db_url, "rollback").stdout == "nothing to roll back\n"
     assert cli("--database-url", db_url, "migrate").stdout == "applied 0001_create-tenants\n"
+
+
+@pytest.mark.parametrize("command", ["start", "stop", "status", "url"])
+def test_db_commands_refuse_a_database_url(cli: Cli, db_url: str, command: str) -> None:
+    """They act on the embedded cluster only; silently ignoring the URL would mislead."""
+    result = cli("--database-url", db_url, "db", command)
+    assert result.returncode == 2
+    assert "the db commands work on the embedded PostgreSQL only" in result.stderr
+
+
+def test_rows_a_migration_returns_do_not_break_json(
+    cli: Cli, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for source in migrations.MIGRATIONS_DIR.glob("*.sql"):
+        (tmp_path / source.name).write_text(source.read_text())
+    (tmp_path / "0002_select.sql").write_text("-- Returns a row.\nSELECT 42 AS answer;\n")
+    monkeypatch.setattr(migrations, "MIGRATIONS_DIR", tmp_path)
+    result = cli("--database-url", db_url, "--json", "migrate")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["applied"] == ["0002_select"]
+    assert "answer" in result.stderr  # yoyo's table of the rows, out of the way

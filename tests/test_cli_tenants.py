@@ -3,6 +3,7 @@ exit codes."""
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -155,3 +156,55 @@ def test_debug_shows_the_traceback(cli: Cli) -> None:
     assert result.returncode == 3
     assert "Traceback" in result.stderr
     assert result.stderr.rstrip().splitlines()[-1].startswith("dbtools: error: cannot connect")
+
+
+def test_names_cannot_drive_the_terminal(
+    cli: Cli, db_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    """Control characters in a name are shown escaped in human output, and kept in JSON."""
+    name = "Evil\x1b[2J\nCorp"
+    tenants.create(conn, "evil", name)
+    for args in (
+        ("tenants", "list"),
+        ("tenants", "show", "evil"),
+        ("tenants", "rename", "evil", name),
+    ):
+        result = on(cli, db_url, *args)
+        assert result.returncode == 0, args
+        assert "\x1b" not in result.stdout, args
+        assert "Evil\\x1b[2J\\nCorp" in result.stdout, args
+    assert on_json(cli, db_url, "tenants", "show", "evil")["name"] == name
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (
+            ("tenants", "create", "deep", "D", "--settings", '{"a":' * 3000 + "1" + "}" * 3000),
+            "nested too deeply",
+        ),
+        (("tenants", "import", "."), "not a regular file: ."),
+    ],
+)
+def test_more_bad_arguments_are_usage_errors(
+    cli: Cli, db_url: str, args: tuple[str, ...], complaint: str
+) -> None:
+    result = on(cli, db_url, *args)
+    assert result.returncode == 2
+    assert complaint in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_ctrl_d_at_the_delete_prompt_deletes_nothing(
+    cli: Cli, db_url: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class EmptyTerminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tenants.create(conn, "acme", "Acme")
+    monkeypatch.setattr("sys.stdin", EmptyTerminal(""))
+    result = on(cli, db_url, "tenants", "delete", "acme")
+    assert result.returncode == 1
+    assert result.stderr == "not deleted: 'acme'\n"
+    assert tenants.get_by_slug(conn, "acme") is not None

@@ -3,15 +3,18 @@ codes the shell sees, and two processes racing. Everything else runs in-process 
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from dbtools import __version__
+from dbtools import __version__, migrations
+from dbtools.config import Target
 from tests.helpers import Cli, row_count, run_python
 
 
@@ -75,3 +78,33 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(db_url: str, tmp_path:
     process.stdout.close()  # before the command can print anything
     _, stderr = process.communicate(timeout=60)
     assert (process.returncode, stderr) == (141, b"")
+
+
+def test_sigterm_during_migrate_releases_the_migration_lock(
+    target: Target, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """What a CI or Kubernetes timeout sends: the next migrate must not find a stale lock."""
+    folder = tmp_path / "sql"
+    folder.mkdir()
+    for source in migrations.MIGRATIONS_DIR.glob("*.sql"):
+        (folder / source.name).write_text(source.read_text())
+    (folder / "0002_slow.sql").write_text("-- Takes its time.\nSELECT pg_sleep(60);\n")
+    script = (
+        "import sys; from pathlib import Path; from dbtools import cli, migrations\n"
+        f"migrations.MIGRATIONS_DIR = Path({str(folder)!r})\n"
+        f"sys.exit(cli.main(['--database-url', {target.url()!r}, 'migrate']))\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not conn.execute(
+        "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"
+    ).fetchone():
+        assert time.monotonic() < deadline, "the slow migration never started"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stderr) == (143, "dbtools: error: terminated\n")
+    assert conn.execute("SELECT count(*) FROM yoyo_lock").fetchone() == (0,)
+    assert [s.applied_at is None for s in migrations.status(target, folder)] == [False, True]

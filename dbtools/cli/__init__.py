@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from contextlib import suppress
@@ -39,9 +41,27 @@ Global options work before or after the command.
 """
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (what CI and Kubernetes send on a timeout), raised as a kind of Ctrl-C, so that
+    psycopg cancels the running query and every ``finally`` runs: yoyo's lock row is removed."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
-    words = list(sys.argv[1:] if argv is None else argv)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
+    try:
+        return _run(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(words: list[str]) -> int:
     debug = "--debug" in words
     try:
         try:
@@ -56,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(command.handler(context, **{dest: getattr(args, dest) for dest in args.dests}))
     except DbToolsError as exc:
         return _fail(str(exc), exit_code(exc), debug)
+    except _Terminated:
+        return _fail("terminated", Exit.TERMINATED, debug)
     except KeyboardInterrupt:
         return _fail("interrupted", Exit.INTERRUPTED, debug)
     except BrokenPipeError:  # nobody reads stdout any more: stop quietly, as cat does

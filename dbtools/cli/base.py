@@ -151,6 +151,14 @@ def say(message: str = "", *, err: bool = False) -> None:
     print(message, file=sys.stderr if err else sys.stdout, flush=True)
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``...), for text meant for a
+    terminal: a tenant name must not move the cursor or recolour the screen."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 def table(rows: list[list[str]]) -> str:
     """Rows as left-aligned columns, the first row being the header."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -15,6 +15,15 @@ commands.group(
 )
 
 
+def _embedded_only(ctx: Context) -> None:
+    if ctx.database_url is not None:
+        from dbtools.errors import ConfigurationError
+
+        raise ConfigurationError(
+            "the db commands work on the embedded PostgreSQL only: leave out --database-url"
+        )
+
+
 def _document() -> dict[str, Any]:
     from dbtools import config, localdb
 
@@ -36,6 +45,7 @@ def _document() -> dict[str, Any]:
     example="dbtools db start",
 )
 def start(ctx: Context) -> int:
+    _embedded_only(ctx)
     from dbtools import localdb
 
     started = localdb.default_cluster().start()
@@ -50,6 +60,7 @@ def start(ctx: Context) -> int:
 
 @commands.command("db stop", help="stop the embedded cluster", example="dbtools db stop")
 def stop(ctx: Context) -> int:
+    _embedded_only(ctx)
     from dbtools import localdb
 
     stopped = localdb.default_cluster().stop()
@@ -66,6 +77,7 @@ def stop(ctx: Context) -> int:
     example="dbtools db status || dbtools db start",
 )
 def status(ctx: Context) -> int:
+    _embedded_only(ctx)
     document = _document()
     if not document["initialised"]:
         human = (
@@ -88,6 +100,7 @@ def status(ctx: Context) -> int:
     example='psql "$(dbtools db url)"',
 )
 def url(ctx: Context) -> int:
+    _embedded_only(ctx)
     value = _document()["url"]
     ctx.emit({"url": value}, value)
     return Exit.OK

@@ -32,6 +32,7 @@ class Exit(enum.IntEnum):
     PERMISSION = 5
     BUG = 70  # sysexits.h EX_SOFTWARE
     INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+    TERMINATED = 143  # 128 + SIGTERM
     BROKEN_PIPE = 141  # 128 + SIGPIPE, as `cat` ends when its reader goes away
 
 
@@ -48,6 +49,8 @@ MEANINGS = {
     Exit.PERMISSION: "permission denied: the database role lacks a privilege",
     Exit.BUG: "internal error: a bug in dbtools (run with --debug and report it)",
     Exit.INTERRUPTED: "interrupted (Ctrl-C)",
+    Exit.TERMINATED: "terminated (SIGTERM, as sent on a CI or Kubernetes timeout); what it "
+    "held, the migration lock included, was released",
     Exit.BROKEN_PIPE: "the output was closed early (piped into head, say)",
 }
 

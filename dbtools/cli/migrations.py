@@ -89,14 +89,22 @@ def status(ctx: Context) -> int:
 
     states = migrations.status(ctx.target())
     pending = sum(state.applied_at is None for state in states)
+    unknown = sum(state.path is None for state in states)
     lines = []
     for state in states:
         when = state.applied_at.strftime("%Y-%m-%d %H:%M:%S UTC") if state.applied_at else ""
-        lines.append(f"{'applied' if when else 'pending':<8} {when:<23} {state.id}")
+        note = "  (not in this checkout)" if state.path is None else ""
+        lines.append(f"{'applied' if when else 'pending':<8} {when:<23} {state.id}{note}")
     lines.append(f"{len(states) - pending} applied, {pending} pending")
+    if unknown:
+        lines.append(f"{unknown} applied migration(s) are not in this checkout's sql/")
     document = {
         "migrations": [
-            {"id": s.id, "applied_at": s.applied_at.isoformat() if s.applied_at else None}
+            {
+                "id": s.id,
+                "applied_at": s.applied_at.isoformat() if s.applied_at else None,
+                "in_checkout": s.path is not None,
+            }
             for s in states
         ],
         "applied": len(states) - pending,

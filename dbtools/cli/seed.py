@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dbtools.cli.base import Commands, Context
+from dbtools.cli.base import Commands, Context, printable
 from dbtools.cli.exits import Exit
 from dbtools.cli.migrations import create_and_apply
 from dbtools.cli.tenants import tenant_document, tenant_text
@@ -17,7 +17,7 @@ def seed(ctx: Context) -> int:
     with ctx.connect() as conn:
         tenant, created = seed.seed(conn)
     if created:
-        human = f"created tenant {tenant.slug!r} ({tenant.name})"
+        human = f"created tenant {tenant.slug!r} ({printable(tenant.name)})"
     else:
         human = f"tenant {tenant.slug!r} already exists; left unchanged"
     ctx.emit({"created": created, "tenant": tenant_document(tenant)}, human)
@@ -40,7 +40,7 @@ def demo(ctx: Context) -> int:
     if tenant is None:  # deleted by someone else between the two calls
         raise TenantNotFound(seed.DEMO_SLUG)
     if created:
-        ctx.note(f"created tenant {tenant.slug!r} ({tenant.name})")
+        ctx.note(f"created tenant {tenant.slug!r} ({printable(tenant.name)})")
     else:
         ctx.note(f"tenant {tenant.slug!r} already exists; left unchanged")
     human = "\nthe demo tenant, read back from the database:\n" + tenant_text(tenant)

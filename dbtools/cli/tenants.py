@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dbtools.cli.base import Commands, Context, argument, say, table
+from dbtools.cli.base import Commands, Context, argument, printable, say, table
 from dbtools.cli.exits import Exit
 from dbtools.cli.migrations import positive_int
 
@@ -34,7 +34,8 @@ def tenant_document(tenant: Tenant) -> dict[str, Any]:
 def tenant_text(tenant: Tenant) -> str:
     """A tenant as aligned ``field  value`` lines."""
     return "\n".join(
-        f"{field:<11} {json.dumps(value, ensure_ascii=False) if field == 'settings' else value}"
+        f"{field:<11} "
+        f"{json.dumps(value, ensure_ascii=False) if field == 'settings' else printable(value)}"
         for field, value in tenant_document(tenant).items()
     )
 
@@ -51,6 +52,8 @@ def _json_object(text: str) -> dict[str, Any]:
         value = json.loads(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise argparse.ArgumentTypeError("nested too deeply") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"must be a JSON object, not {type(value).__name__}")
     return value
@@ -58,8 +61,10 @@ def _json_object(text: str) -> dict[str, Any]:
 
 def _readable_file(text: str) -> Path:
     path = Path(text)
-    if not path.is_file():
+    if not path.exists():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"not a regular file: {text}")
     if not os.access(path, os.R_OK):
         raise argparse.ArgumentTypeError(f"cannot read {text}: permission denied")
     return path
@@ -86,7 +91,9 @@ def list_(ctx: Context, status: str | None, after: str | None, limit: int) -> in
     next_after = page[-1].slug if len(page) == limit else None
     document = {"tenants": [tenant_document(t) for t in page], "next_after": next_after}
     rows = [["SLUG", "NAME", "STATUS", "CREATED"]]
-    rows += [[t.slug, t.name, t.status.value, f"{t.created_at:%Y-%m-%d %H:%M}"] for t in page]
+    rows += [
+        [t.slug, printable(t.name), t.status.value, f"{t.created_at:%Y-%m-%d %H:%M}"] for t in page
+    ]
     human = table(rows) if page else "no tenants"
     if next_after:
         human += f"\n(more: --after {next_after})"
@@ -126,7 +133,7 @@ def create(ctx: Context, slug: str, name: str, settings: dict[str, Any] | None) 
 
     with ctx.connect() as conn:
         tenant = tenants.create(conn, slug, name, settings=settings)
-    ctx.emit(tenant_document(tenant), f"created tenant {tenant.slug!r} ({tenant.name})")
+    ctx.emit(tenant_document(tenant), f"created tenant {tenant.slug!r} ({printable(tenant.name)})")
     return Exit.OK
 
 
@@ -141,7 +148,9 @@ def rename(ctx: Context, slug: str, name: str) -> int:
 
     with ctx.connect() as conn:
         tenant = tenants.update(conn, slug, name=name)
-    ctx.emit(tenant_document(tenant), f"renamed tenant {tenant.slug!r} to {tenant.name!r}")
+    ctx.emit(
+        tenant_document(tenant), f"renamed tenant {tenant.slug!r} to '{printable(tenant.name)}'"
+    )
     return Exit.OK
 
 
@@ -193,7 +202,10 @@ def delete(ctx: Context, slug: str, yes: bool) -> int:
                 err=True,
             )
             return Exit.USAGE
-        answer = input(f"delete tenant {slug!r} and everything it owns? [y/N] ")
+        try:
+            answer = input(f"delete tenant {slug!r} and everything it owns? [y/N] ")
+        except EOFError:  # Ctrl-D: no answer is no
+            answer = ""
         if answer.strip().lower() not in ("y", "yes"):
             say(f"not deleted: {slug!r}", err=True)
             return Exit.DOMAIN
