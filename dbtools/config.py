@@ -16,6 +16,7 @@ and the errors of a URL that cannot be parsed quote nothing of it.
 from __future__ import annotations
 
 import functools
+import io
 import ipaddress
 import logging
 import os
@@ -68,9 +69,11 @@ _INTEGERS = (
     "keepalives_count",
     "tcp_user_timeout",
 )
-_INTEGER = re.compile(r"\s*-?\d{1,9}\s*")  # libpq reads them into a C int
+_INTEGER = re.compile(r"\s*-?\d{1,9}\s*", re.ASCII)  # libpq reads them into a C int
+_DIGITS = re.compile(r"\d+", re.ASCII)
+_AUTH_METHODS = ("password", "md5", "gss", "sspi", "scram-sha-256", "oauth", "none")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-_DOTENV_KEY = re.compile(rf"^\s*(export\s+)?{DATABASE_URL_VAR}\s*=", re.MULTILINE)
+_DOTENV_KEY = re.compile(rf"\s*(export\s+)?{DATABASE_URL_VAR}\b")
 _ENCODING_HINT = (
     "percent-encode special characters in the user name and password "
     "(space %20, / %2F, ? %3F, # %23, @ %40, : %3A, % %25)"
@@ -153,6 +156,9 @@ class Target:
         """Every ``host:port`` libpq will try, in order (one for a plain URL)."""
         params, env = self.params, os.environ
         named = params.get("host") or params.get("hostaddr")
+        service = params.get("service") or env.get("PGSERVICE")
+        if not (named or env.get("PGHOST") or env.get("PGHOSTADDR")) and service:
+            return (f"the hosts of service {service!r}",)
         hosts = (named or env.get("PGHOST") or env.get("PGHOSTADDR") or "").split(",")
         ports = (params.get("port") or env.get("PGPORT") or "").split(",")
         if len(ports) == 1:
@@ -256,27 +262,33 @@ def configured_url() -> tuple[str, str] | None:
     if url is not None:
         return url, DATABASE_URL_VAR
     from dotenv import dotenv_values, find_dotenv
+    from dotenv.parser import parse_stream
 
     path = find_dotenv(usecwd=True)
     if not path:
         return None
     where = f"{DATABASE_URL_VAR} in {path}"
-    dotenv_logger = logging.getLogger("dotenv.main")
-    level, dotenv_logger.level = dotenv_logger.level, logging.ERROR  # we say it ourselves
     try:
         text = Path(path).read_text(encoding="utf-8")
-        url = dotenv_values(path).get(DATABASE_URL_VAR)
     except UnicodeDecodeError:
         raise ConfigurationError(f"{path} is not UTF-8") from None
     except OSError as exc:
         raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+    # python-dotenv skips a line it cannot parse, with a warning, and would leave us with an
+    # earlier line or none: a line meant for DATABASE_URL that it cannot use is an error.
+    for binding in parse_stream(io.StringIO(text)):
+        line = binding.original.line
+        if binding.error and _DOTENV_KEY.match(binding.original.string):
+            raise ConfigurationError(f"{where}, line {line}, cannot be parsed: check its quotes")
+        if binding.key == DATABASE_URL_VAR and binding.value is None:
+            raise ConfigurationError(f"{where}, line {line}, has no '=' and no value")
+    dotenv_logger = logging.getLogger("dotenv.main")
+    level, dotenv_logger.level = dotenv_logger.level, logging.ERROR  # said above, in one line
+    try:
+        url = dotenv_values(path).get(DATABASE_URL_VAR)
     finally:
         dotenv_logger.level = level
-    if url is not None:
-        return url, where
-    if _DOTENV_KEY.search(text):
-        raise ConfigurationError(f"{where} cannot be parsed: check its quotes")
-    return None
+    return None if url is None else (url, where)
 
 
 def _check_url_shape(rest: str, origin: str) -> None:
@@ -299,46 +311,67 @@ def _check_params(params: Mapping[str, str], origin: str) -> None:
             f"{origin} names no database: add one as the path, "
             "e.g. postgresql://user@host/dbtools_system"
         )
-    host_lists = [params[key].split(",") for key in ("host", "hostaddr") if key in params]
-    hosts = [host for hosts in host_lists for host in hosts]
-    if any("@" in host for host in hosts):
-        raise ConfigurationError(f"{origin} has an '@' in the host name: {_ENCODING_HINT}")
-    if not all(_valid_host(host) for host in hosts):
+    if "=" in params["dbname"] or "://" in params["dbname"]:  # libpq may expand it, secrets too
         raise ConfigurationError(
-            f"{origin} has an invalid host name (each dot-separated label 1 to 63 characters)"
+            f"{origin} names a database that looks like a connection string (it holds '=' or "
+            "'://'): give the name of the database alone"
         )
+    host_lists = []
+    for key, value, where in _effective(params, ("host", "hostaddr"), origin):
+        hosts = value.split(",")
+        if any("@" in host for host in hosts):
+            raise ConfigurationError(f"{where} has an '@' in the host name: {_ENCODING_HINT}")
+        if not all(_valid_host(host) for host in hosts):
+            raise ConfigurationError(
+                f"{where} has an invalid host name (each dot-separated label 1 to 63 characters)"
+            )
+        if key == "hostaddr" and not all(_is_ip(address) for address in hosts if address):
+            raise ConfigurationError(f"{where} has a hostaddr that is not an IP address")
+        host_lists.append(hosts)
     if len({len(hosts) for hosts in host_lists}) > 1:
         raise ConfigurationError(f"{origin} lists a different number of host and hostaddr values")
-    for key, value, where in _effective(params, ("port", *_CHOICES, *_INTEGERS), origin):
+    checked = ("port", "require_auth", *_CHOICES, *_INTEGERS)
+    for key, value, where in _effective(params, checked, origin):
         if key == "port":
-            ports = value.split(",")
-            if not all(p == "" or (p.isdigit() and 0 < int(p) < 65536) for p in ports):
+            ports = [p.strip() for p in value.split(",")]
+            if not all(p == "" or (_DIGITS.fullmatch(p) and 0 < int(p) < 65536) for p in ports):
                 raise ConfigurationError(
                     f"{where} has an invalid port: use a number from 1 to 65535"
                 )
             host_count = max((len(hosts) for hosts in host_lists), default=1)
             if len(ports) not in (1, host_count):
                 raise ConfigurationError(
-                    f"{where} lists {host_count} hosts and {len(ports)} ports: give one port, "
-                    "or one for each host"
+                    f"{where} gives {len(ports)} ports for {host_count} host"
+                    f"{'s' if host_count != 1 else ''}: give one port, or one for each host"
                 )
         elif key in _CHOICES and value not in _CHOICES[key]:
             raise ConfigurationError(f"{where}: {key} must be one of {', '.join(_CHOICES[key])}")
         elif key in _INTEGERS and not _INTEGER.fullmatch(value):
             raise ConfigurationError(f"{where}: {key} must be a whole number")
+        elif key == "require_auth" and not all(
+            method.strip().removeprefix("!") in _AUTH_METHODS for method in value.split(",")
+        ):
+            raise ConfigurationError(
+                f"{where}: require_auth must list methods among {', '.join(_AUTH_METHODS)}"
+            )
 
 
 def _valid_host(host: str) -> bool:
     """A unix socket folder, an IP address, or a name the resolver will take."""
-    if not host or host.startswith("/"):
+    if not host or host.startswith("/") or _is_ip(host):
         return True
     try:
-        ipaddress.ip_address(host)
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return True
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
     except ValueError:
-        try:
-            host.encode("idna")
-        except UnicodeError:
-            return False
+        return False
     return True
 
 

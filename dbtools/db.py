@@ -37,11 +37,14 @@ from dbtools.errors import (
     PermissionDenied,
     PoolExhausted,
     ReadOnlyDatabase,
+    Refused,
     Timeout,
 )
 
 # admin_shutdown, crash_shutdown, cannot_connect_now: the server is going away or not ready.
 _SHUTDOWN_STATES = frozenset({"57P01", "57P02", "57P03"})
+# SQLSTATE classes of a statement refused for its data: data exception, integrity violation.
+_REFUSALS = frozenset({"22", "23"})
 # Databases to connect to for CREATE DATABASE and friends, in order of preference.
 MAINTENANCE_DBS = ("postgres", "template1")
 _IDLE = TransactionStatus.IDLE
@@ -209,7 +212,8 @@ def server_failure(exc: psycopg.Error, conn: psycopg.Connection[Any]) -> DbTools
 def error_for(exc: psycopg.Error, conn: psycopg.Connection[Any]) -> DbToolsError | None:
     """Everything :func:`server_failure` maps, plus what a caller that owns the connection
     retries: lock and statement timeouts (:class:`Timeout`), serialization failures and
-    deadlocks (:class:`Conflict`). None for the rest."""
+    deadlocks (:class:`Conflict`); and data the database refused for a rule of someone else's
+    (:class:`Refused`: a constraint, a trigger's RAISE). None for the rest."""
     mapped = server_failure(exc, conn)
     if mapped is not None:
         return mapped
@@ -221,6 +225,8 @@ def error_for(exc: psycopg.Error, conn: psycopg.Connection[Any]) -> DbToolsError
         return Timeout("statement", reason, database=database)
     if isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
         return Conflict(f"{reason} (database {database!r})")
+    if (exc.sqlstate or "")[:2] in _REFUSALS or isinstance(exc, pg_errors.RaiseException):
+        return Refused(reason, constraint=exc.diag.constraint_name)
     return None
 
 

@@ -19,7 +19,7 @@ is the one table that maps them)::
     ├── LocalDatabaseError        3  the embedded PostgreSQL cannot be set up, started or stopped
     ├── ExternalToolError         3  a PostgreSQL program (pg_dump) is missing or failed
     └── (domain errors)           1  InvalidSlug, InvalidTenant, DuplicateSlug, TenantNotFound,
-                                     TenantInUse, ImportFailed, SchemaDrift
+                                     TenantInUse, Refused, ImportFailed, SchemaDrift
 
 Messages name the offending value and the rule it broke, in one line; they never contain a
 password. Errors that carry a value keep it as an attribute.
@@ -177,6 +177,17 @@ class TenantNotFound(DbToolsError, LookupError):
     def __init__(self, slug: str) -> None:
         super().__init__(f"no tenant with slug {slug!r}")
         self.slug = slug
+
+
+class Refused(DbToolsError):
+    """The database refused a change for a rule dbtools does not know: a constraint or trigger
+    added by someone else (a DBA's CHECK, a service's foreign key...)."""
+
+    def __init__(self, reason: str, *, constraint: str | None = None) -> None:
+        rule = f" ({constraint})" if constraint else ""
+        super().__init__(f"the database refused the change: {reason}{rule}")
+        self.reason = reason
+        self.constraint = constraint
 
 
 class TenantInUse(DbToolsError):

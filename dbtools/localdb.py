@@ -49,6 +49,7 @@ SERVER_BIN_GLOBS = (
 )
 _SOCKET_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 _SOCKET_NAME = f".s.PGSQL.{PORT}"
+_SETTINGS_MARK = "# Written by dbtools: the embedded cluster listens only on its own unix socket."
 _UNSAFE_IN_PATHS = frozenset("\"'$`\\,\n")
 _INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found: install them "
@@ -142,6 +143,11 @@ class Cluster:
         with self._lock():
             if not self.is_initialised():
                 self._initdb()
+            elif _SETTINGS_MARK not in (self.placement.data_dir / "postgresql.conf").read_text():
+                raise LocalDatabaseError(
+                    f"{self.placement.data_dir} was left half-initialised by an older dbtools "
+                    "(it lacks the socket-only settings): delete it and start again"
+                )
             if self.is_running():
                 return False
             place = self.placement
@@ -180,11 +186,16 @@ class Cluster:
                 f"cannot create {place.root}: {exc.strerror or exc}; "
                 f"set {LOCAL_DIR_VAR} to a folder you can write"
             ) from exc
+        # initdb works in a staging folder that becomes the data folder, settings included, in
+        # one rename: an interrupted first start leaves no cluster with initdb's defaults (a
+        # TCP listener with trust authentication), only a staging folder the next start clears.
+        staging = place.root / "data.initdb"
+        shutil.rmtree(staging, ignore_errors=True)
         result = _run_server_tool(
             [
                 self.binaries.tool("initdb"),
                 "--pgdata",
-                str(place.data_dir),
+                str(staging),
                 "--username",
                 SUPERUSER,
                 "--auth",
@@ -198,13 +209,13 @@ class Cluster:
             place.root,
         )
         if result.returncode != 0:
-            shutil.rmtree(place.data_dir, ignore_errors=True)
+            shutil.rmtree(staging, ignore_errors=True)
             raise LocalDatabaseError(
                 f"initdb failed for the embedded PostgreSQL in {place.data_dir}: "
                 f"{_last_line(result.stderr or result.stdout)}"
             )
         settings = [
-            "# Written by dbtools: the embedded cluster listens only on its own unix socket.",
+            _SETTINGS_MARK,
             "listen_addresses = ''",
             f"port = {PORT}",
             f"unix_socket_directories = '{_conf_quote(place.socket_dir)}'",
@@ -212,8 +223,9 @@ class Cluster:
         ]
         if not self.durable:
             settings += ["fsync = off", "synchronous_commit = off", "full_page_writes = off"]
-        with (place.data_dir / "postgresql.conf").open("a") as conf:
+        with (staging / "postgresql.conf").open("a") as conf:
             conf.write("\n" + "\n".join(settings) + "\n")
+        staging.rename(place.data_dir)
 
     def _log_tail(self) -> str:
         try:

@@ -76,7 +76,9 @@ PRIVILEGES = """
                SELECT t
                FROM unnest(ARRAY['yoyo_lock', '_yoyo_migration', '_dbtools_migration_checksum']) t
                WHERE to_regclass(t) IS NOT NULL
-                 AND NOT has_table_privilege(t, 'SELECT, INSERT, DELETE')
+                 -- has_table_privilege(t, 'A, B') is true when any one of them is held
+                 AND NOT (has_table_privilege(t, 'SELECT') AND has_table_privilege(t, 'INSERT')
+                          AND has_table_privilege(t, 'UPDATE') AND has_table_privilege(t, 'DELETE'))
            )
 """
 
@@ -147,6 +149,8 @@ def ensure_database(target: Target) -> bool:
                 "user: create it as a superuser, or grant CREATEDB",
                 user=conn.info.user,
             ) from exc
+        except psycopg.Error as exc:  # a read-only server, a lost connection...
+            raise _failure(exc, conn, f"cannot create {target.describe()}") from exc
     return True
 
 
@@ -156,7 +160,7 @@ def apply(target: Target, migrations_dir: Path | None = None) -> list[str]:
     Refuses (:class:`MigrationEdited`) if an applied migration's file was edited since.
     """
     migrations = _read(migrations_dir)
-    with _session(target, write=True) as backend, backend.lock(LOCK_WAIT):
+    with _session(target, write=True) as backend, _locked_by_us(backend):
         conn = backend.connection
         conn.execute(CREATE_CHECKSUMS)
         unrecorded = _verify(conn, migrations, _applied_at(conn))
@@ -175,7 +179,7 @@ def rollback(target: Target, count: int = 1, migrations_dir: Path | None = None)
     if count < 1:
         raise ValueError(f"count must be at least 1, not {count}")
     migrations = _read(migrations_dir)
-    with _session(target, write=True) as backend, backend.lock(LOCK_WAIT):
+    with _session(target, write=True) as backend, _locked_by_us(backend):
         conn = backend.connection
         conn.execute(CREATE_CHECKSUMS)
         applied_at = _applied_at(conn)
@@ -293,23 +297,33 @@ def _check_privileges(conn: psycopg.Connection[Any], target: Target) -> None:
         )
     if missing:
         raise PermissionDenied(
-            f"permission denied for table {', '.join(missing)}: migrating needs SELECT, INSERT "
-            "and DELETE on yoyo's and dbtools' bookkeeping tables",
+            f"permission denied for table {', '.join(missing)}: migrating needs SELECT, INSERT, "
+            "UPDATE and DELETE on yoyo's and dbtools' bookkeeping tables",
             user=user,
             database=target.dbname,
         )
 
 
+@contextmanager
+def _locked_by_us(backend: Any) -> Iterator[None]:
+    """yoyo's migration lock, waited for at most LOCK_WAIT seconds: yoyo retries for that long
+    when the row is taken, and lock_timeout bounds each try when the table itself is locked."""
+    conn = backend.connection
+    conn.execute(sql.SQL("SET lock_timeout = {}").format(f"{LOCK_WAIT}s"))
+    with backend.lock(LOCK_WAIT):
+        conn.execute("RESET lock_timeout")
+        yield
+
+
 def _locked(conn: psycopg.Connection[Any], target: Target) -> DbToolsError:
-    """MigrationLocked, naming the process that holds the lock and since when, if it can tell."""
+    """MigrationLocked, naming the process that holds the lock and since when, if it can tell
+    (not when another session has locked the lock table itself)."""
     holder = None
     with suppress(psycopg.Error):
+        conn.execute("SET lock_timeout = '1s'")
         holder = conn.execute(LOCK_HOLDER).fetchone()
     if holder is None:
-        return MigrationError(
-            f"cannot migrate {target.describe()}: yoyo could not take its migration lock within "
-            f"{LOCK_WAIT} s, though no process holds it"
-        )
+        return MigrationLocked(target.dbname)
     return MigrationLocked(target.dbname, pid=holder[0], since=holder[1])
 
 

@@ -85,8 +85,7 @@ def write(target: Target, path: Path = SCHEMA_FILE) -> bool:
     if _read(path) == text:
         return False
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        path.write_text(text)  # into an existing folder: a typo must not create folders
     except OSError as exc:
         raise ConfigurationError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return True
@@ -165,6 +164,11 @@ def _secrets_for_libpq(target: Target) -> Iterator[dict[str, str]]:
         return
     if any("\n" in value for value in secrets.values()):
         raise ConfigurationError(f"{target.origin}: a secret parameter holds a line break")
+    if "service" in target.params or os.environ.get("PGSERVICE"):
+        raise ConfigurationError(
+            f"{target.origin}: pg_dump cannot be given {', '.join(sorted(secrets))} together "
+            "with a service without showing it on its command line: put it in the service file"
+        )
     with tempfile.TemporaryDirectory(prefix="dbtools-") as folder:
         service = Path(folder) / "pg_service.conf"
         lines = "".join(f"{key}={value}\n" for key, value in secrets.items())
@@ -188,6 +192,11 @@ def _scratch_database(target: Target) -> Iterator[Target]:
                 "one: grant CREATEDB, or run this against a development server",
                 user=conn.info.user,
             ) from exc
+        except psycopg.Error as exc:  # a read-only server (a standby), a lost connection...
+            mapped = db.error_for(exc, conn)
+            if mapped is None:
+                raise
+            raise mapped from exc
     try:
         yield scratch
     finally:

@@ -48,6 +48,7 @@ from dbtools.slugs import is_valid_slug, validate_slug
 
 __all__ = [
     "NAME_MAX_LENGTH",
+    "SETTINGS_MAX_DEPTH",
     "Tenant",
     "TenantStatus",
     "activate",
@@ -65,6 +66,9 @@ __all__ = [
 ]
 
 NAME_MAX_LENGTH = 255
+# Settings are configuration, not documents: deeper nesting is refused, so that every reader
+# (Pydantic, json, the CLI) can handle every stored tenant.
+SETTINGS_MAX_DEPTH = 100
 # \u0000 written by json.dumps, i.e. not preceded by an escaped backslash of the content.
 _escaped_nul = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 LIST_LIMIT_MAX = 1000
@@ -371,11 +375,37 @@ def settings_json(slug: str, settings: object) -> str:
         raise InvalidTenant(slug, "settings", f"cannot be stored as JSON: {exc}") from None
     except RecursionError:
         raise InvalidTenant(slug, "settings", "are nested too deeply to store") from None
+    if _nesting(text) > SETTINGS_MAX_DEPTH:
+        raise InvalidTenant(
+            slug, "settings", f"must not be nested more than {SETTINGS_MAX_DEPTH} levels deep"
+        )
     if _escaped_nul.search(text):  # json.dumps writes NUL as \u0000; PostgreSQL refuses it
         raise InvalidTenant(slug, "settings", "must not contain NUL characters")
     if not _encodable(text):
         raise InvalidTenant(slug, "settings", "must be valid Unicode (they hold a lone surrogate)")
     return text
+
+
+def _nesting(text: str) -> int:
+    """How deeply the objects and arrays of the JSON ``text`` nest."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def _json_default(value: object) -> object:

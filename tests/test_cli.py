@@ -140,6 +140,7 @@ EXAMPLES: list[tuple[errors.DbToolsError, Exit]] = [
     (errors.DuplicateSlug("x"), Exit.DOMAIN),
     (errors.TenantNotFound("x"), Exit.DOMAIN),
     (errors.TenantInUse("x", "orders_tenant_fkey"), Exit.DOMAIN),
+    (errors.Refused("new row violates check constraint", constraint="x_check"), Exit.DOMAIN),
     (errors.ImportFailed("x.csv", []), Exit.DOMAIN),
     (errors.SchemaDrift([]), Exit.DOMAIN),
 ]
@@ -343,3 +344,26 @@ def test_no_password_shows_when_commands_succeed(cli: Cli, target: Target) -> No
             result = cli(*mode, *command, env={"DATABASE_URL": url})
             assert result.returncode in (0, 1), (command, result.stderr)
             assert "Zq" not in result.stdout + result.stderr, command
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("status", "postgresql://app:Zq1@h/db"),
+        ("postgresql://app:Zq1@h/db",),
+        ("tenants", "list", "--limit", "password=Zq1"),
+    ],
+)
+def test_a_url_in_the_wrong_place_is_not_echoed(cli: Cli, argv: tuple[str, ...]) -> None:
+    result = cli(*argv)
+    assert result.returncode == 2
+    assert "Zq" not in result.stderr
+    assert "<a URL or connection string: not shown>" in one_error_line(result)
+
+
+def test_control_characters_in_an_error_are_escaped(cli: Cli) -> None:
+    """A host name could otherwise clear the operator's screen."""
+    result = cli("--database-url", "postgresql://u@/db?host=/no/%1B%5B2J&port=1", "status")
+    assert result.returncode == 3
+    assert "\x1b" not in result.stderr
+    assert "/no/\\x1b[2J:1" in one_error_line(result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -206,5 +207,54 @@ def test_ctrl_d_at_the_delete_prompt_deletes_nothing(
     monkeypatch.setattr("sys.stdin", EmptyTerminal(""))
     result = on(cli, db_url, "tenants", "delete", "acme")
     assert result.returncode == 1
-    assert result.stderr == "not deleted: 'acme'\n"
+    assert result.stderr.endswith("[y/N] \nnot deleted: 'acme'\n")
     assert tenants.get_by_slug(conn, "acme") is not None
+
+
+def test_the_delete_question_stays_out_of_stdout(
+    cli: Cli, db_url: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tenants.create(conn, "acme", "Acme")
+    monkeypatch.setattr("sys.stdin", Terminal("y\n"))
+    result = on(cli, db_url, "--json", "tenants", "delete", "acme")
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == {"deleted": "acme"}  # the question is on stderr
+    assert result.stderr == "delete tenant 'acme' and everything it owns? [y/N] "
+
+
+def test_a_rule_someone_else_added_is_a_domain_error(
+    cli: Cli, db_url: str, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    conn.execute("ALTER TABLE tenants ADD CONSTRAINT tenants_no_admin CHECK (slug <> 'admin')")
+    conn.execute(
+        "CREATE FUNCTION keep() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'tenant % is kept', OLD.slug; END $$"
+    )
+    conn.execute(
+        "CREATE TRIGGER keep BEFORE DELETE ON tenants FOR EACH ROW EXECUTE FUNCTION keep()"
+    )
+    tenants.create(conn, "kept", "Kept")
+    (tmp_path / "admins.csv").write_text("slug,name\nadmin,Admin\n")
+    for args, message in [
+        (("tenants", "create", "admin", "Admin"), "(tenants_no_admin)"),
+        (("tenants", "import", str(tmp_path / "admins.csv")), "(tenants_no_admin)"),
+        (("tenants", "delete", "kept", "--yes"), "tenant kept is kept"),
+    ]:
+        result = on(cli, db_url, *args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stderr.startswith("dbtools: error: the database refused the change: ")
+        assert message in result.stderr, args
+
+
+def test_a_deep_row_written_in_psql_does_not_break_list_or_show(
+    cli: Cli, db_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    deep = '{"a":' * 500 + "1" + "}" * 500
+    conn.execute("INSERT INTO tenants (slug, name, settings) VALUES ('deep', 'Deep', %s)", (deep,))
+    assert on(cli, db_url, "tenants", "list").returncode == 0
+    for args in (("tenants", "show", "deep"), ("tenants", "list")):
+        assert on(cli, db_url, "--json", *args).returncode == 0, args

@@ -69,7 +69,9 @@ def test_a_database_url_set_but_empty_is_an_error(
 @pytest.mark.parametrize(
     ("content", "complaint"),
     [
-        (b"DATABASE_URL='postgresql://h/db\n", "cannot be parsed"),
+        (b"DATABASE_URL='postgresql://h/db\n", "line 1, cannot be parsed"),
+        (b"DATABASE_URL=postgresql://a/db\nDATABASE_URL='postgresql://b/db\n", "line 2, cannot be"),
+        (b"X=1\nDATABASE_URL\n", "line 2, has no '=' and no value"),
         (b"DATABASE_URL=\n", "is set but empty"),
         (b"DATABASE_URL=postgresql://h/caf\xe9\n", "is not UTF-8"),
     ],
@@ -138,6 +140,16 @@ def test_hosts_come_from_pghost_and_pgport_when_the_url_has_none(
     monkeypatch.setenv("PGPORT", "55433")
     assert Target.from_url("postgresql:///db").describe() == "database 'db' on db.internal:55433"
     assert Target.from_url("postgresql://h:5/db").hosts == ("h:5",)
+
+
+def test_hosts_and_ports_from_the_environment_are_counted_together(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGHOST", "127.0.0.1,127.0.0.2")
+    monkeypatch.setenv("PGPORT", "55439,55433")
+    both = Target.from_url("dbname=db user=app")
+    assert both.hosts == ("127.0.0.1:55439", "127.0.0.2:55433")
+    assert Target.from_url("dbname=db port=' 55433 '").dbname == "db"  # libpq trims it too
 
 
 def test_an_ipv6_host_is_described_in_brackets() -> None:
@@ -210,7 +222,7 @@ def test_conninfo_for_programs_has_no_secret(clean_env: Path) -> None:
         ("postgresql://u:Zq1@host/db?connect_timeout=abc", "connect_timeout must be a whole"),
         ("postgresql://u:Zq1@host/db?sslmode=bogus", "sslmode must be one of disable"),
         ("postgresql://u:Zq1@host/db?target_session_attrs=primary-ish", "target_session_attrs"),
-        ("postgresql://u:Zq1@/db?host=h1,h2,h3&port=5,6", "lists 3 hosts and 2 ports"),
+        ("postgresql://u:Zq1@/db?host=h1,h2,h3&port=5,6", "gives 2 ports for 3 hosts"),
         ("postgresql://u:Zq1@Zq2@host/db", "'@' or '/'"),
         ("postgresql://u:Zq1/Zq2@host/db", "'@' or '/'"),
         ("postgresql://u:Zq1 Zq2@host/db", "not a valid PostgreSQL URL"),
@@ -225,6 +237,13 @@ def test_conninfo_for_programs_has_no_secret(clean_env: Path) -> None:
         ("postgresql://u:Zq1@host/db?sslcertmode=bogus", "sslcertmode must be one of"),
         ("postgresql://u:Zq1@host/db?sslnegotiation=bogus", "sslnegotiation must be one of"),
         ("postgresql://u:Zq1@host/db?ssl_min_protocol_version=bogus", "ssl_min_protocol_version"),
+        ("dbname=postgresql://app:Zq1@127.0.0.1:1/db", "looks like a connection string"),
+        ("dbname='host=h user=app password=Zq1 dbname=db'", "looks like a connection string"),
+        ("postgresql:///postgresql%3A%2F%2Fapp%3AZq1%40h%2Fdb", "looks like a connection string"),
+        ("postgresql://u:Zq1@host/db?require_auth=bogus", "require_auth must list methods"),
+        ("postgresql://u:Zq1@host/db?hostaddr=999.1.1.1", "hostaddr that is not an IP"),
+        ("postgresql://u:Zq1@host:\u0665\u0665\u0664\u0663\u0663/db", "invalid port"),
+        ("postgresql://u:Zq1@host/db?keepalives_idle=\u0661\u0660", "whole number"),
     ],
 )
 def test_malformed_url_gives_a_clear_error_without_the_password(
@@ -245,6 +264,9 @@ def test_malformed_url_gives_a_clear_error_without_the_password(
         ("PGCONNECT_TIMEOUT", "soon", "PGCONNECT_TIMEOUT: connect_timeout must be a whole"),
         ("PGPORT", "abc", "PGPORT has an invalid port"),
         ("PGPORT", "99999", "PGPORT has an invalid port"),
+        ("PGHOST", "a..b", "PGHOST has an invalid host name"),
+        ("PGHOSTADDR", "999.1.1.1", "PGHOSTADDR has a hostaddr that is not an IP"),
+        ("PGREQUIREAUTH", "bogus", "PGREQUIREAUTH: require_auth"),
     ],
 )
 def test_bad_libpq_environment_variables_are_configuration_errors(
@@ -252,7 +274,7 @@ def test_bad_libpq_environment_variables_are_configuration_errors(
 ) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigurationError, match=complaint):
-        Target.from_url("postgresql://h/db")
+        Target.from_url("postgresql:///db")
 
 
 def test_describe_and_repr_never_show_the_password() -> None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,3 +158,34 @@ def test_a_tmp_folder_made_by_someone_else_is_refused(monkeypatch: pytest.Monkey
             cluster.start()
     finally:
         planted.unlink()
+
+
+def test_an_interrupted_first_start_leaves_no_open_cluster(local_dir: Path) -> None:
+    """Killed while initdb runs, the next start must not serve initdb's defaults (a TCP
+    listener with trust authentication): the data folder appears only when complete."""
+    cluster = localdb.default_cluster()
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from dbtools import cli; cli.main(['db', 'start'])"],
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not list(cluster.placement.root.glob("*/PG_VERSION")):  # initdb is under way
+        assert time.monotonic() < deadline, "initdb never started"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert not cluster.is_initialised()
+    assert cluster.start() is True
+    with db.connect(cluster.target("postgres")) as conn:
+        assert conn.execute("SHOW listen_addresses").fetchone() == ("",)
+    assert sorted(p.name for p in cluster.placement.root.iterdir()) == ["data", "run", "server.log"]
+
+
+def test_a_half_initialised_data_folder_is_refused(local_dir: Path) -> None:
+    cluster = localdb.default_cluster()
+    data = cluster.placement.data_dir
+    data.mkdir(parents=True)
+    (data / "PG_VERSION").write_text("15\n")
+    (data / "postgresql.conf").write_text("listen_addresses = '*'\n")
+    with pytest.raises(LocalDatabaseError, match="half-initialised"):
+        cluster.start()

@@ -281,3 +281,44 @@ def test_a_migration_that_is_not_utf8_is_a_migration_error(tmp_path: Path) -> No
     (folder / "0002_latin1.sql").write_bytes(b"-- Caf\xe9.\nSELECT 1;\n")
     with pytest.raises(MigrationError, match="is not UTF-8"):
         migrations.listed(folder)
+
+
+def test_a_role_that_may_only_read_the_bookkeeping_is_permission_denied(
+    conn: Conn, target: Target
+) -> None:
+    """has_table_privilege(t, 'SELECT, INSERT') is true when either is held: each is asked."""
+    conn.execute("CREATE ROLE dbtools_reader LOGIN")
+    try:
+        conn.execute("GRANT CREATE ON SCHEMA public TO dbtools_reader")
+        conn.execute("GRANT SELECT ON yoyo_lock, _yoyo_migration TO dbtools_reader")
+        as_reader = Target.from_params(**(target.params | {"user": "dbtools_reader"}))
+        with pytest.raises(PermissionDenied) as caught:
+            migrations.apply(as_reader)
+        assert str(caught.value).startswith(
+            "permission denied for table yoyo_lock, _yoyo_migration, _dbtools_migration_checksum:"
+        )
+    finally:
+        conn.execute("DROP OWNED BY dbtools_reader")
+        conn.execute("DROP ROLE dbtools_reader")
+
+
+def test_a_locked_lock_table_gives_up_instead_of_hanging(
+    target: Target, connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(migrations, "LOCK_WAIT", 1)
+    holder = connect()
+    holder.execute("LOCK TABLE yoyo_lock IN ACCESS EXCLUSIVE MODE")
+    with pytest.raises((MigrationLocked, Timeout)) as caught:
+        migrations.apply(target)
+    holder.rollback()
+    assert str(caught.value).endswith("try again") or "try again when" in str(caught.value)
+
+
+def test_creating_a_database_on_a_read_only_server_is_read_only_database(
+    missing_db: Target,
+) -> None:
+    read_only = Target.from_params(
+        **(missing_db.params | {"options": "-c default_transaction_read_only=on"})
+    )
+    with pytest.raises(ReadOnlyDatabase):
+        migrations.ensure_database(read_only)

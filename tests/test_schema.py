@@ -14,7 +14,7 @@ from yoyo import read_migrations
 
 from dbtools import db, migrations, schema
 from dbtools.config import Target
-from dbtools.errors import PermissionDenied, SchemaDrift
+from dbtools.errors import ConfigurationError, PermissionDenied, SchemaDrift
 from tests.helpers import SERVER, Cli
 
 Conn = psycopg.Connection[Any]
@@ -173,3 +173,23 @@ def test_a_role_without_createdb_is_told_why(conn: Conn, target: Target) -> None
             schema.expected(Target.from_params(**(target.params | {"user": "dbtools_no_createdb"})))
     finally:
         conn.execute("DROP ROLE dbtools_no_createdb")
+
+
+def test_check_of_a_file_that_is_not_there_is_a_usage_error(cli: Cli, db_url: str) -> None:
+    result = cli("--database-url", db_url, "schema", "check", "--file", "typo.sql")
+    assert result.returncode == 2
+    assert "no such file: typo.sql" in result.stderr
+
+
+def test_dump_creates_no_folders(cli: Cli, db_url: str, tmp_path: Path) -> None:
+    where = tmp_path / "no" / "such" / "schema.sql"
+    result = cli("--database-url", db_url, "schema", "dump", "--file", str(where))
+    assert result.returncode == 2
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_secret_with_a_service_cannot_reach_pg_dump_safely(target: Target) -> None:
+    with_service = Target.from_params(**(target.params | {"service": "x", "sslpassword": "Zq1"}))
+    with pytest.raises(ConfigurationError, match="put it in the service file") as caught:
+        schema.dump(with_service)
+    assert "Zq" not in str(caught.value)

@@ -857,3 +857,17 @@ def test_a_write_to_a_read_only_session_is_read_only_database(connect: Connect) 
     with pytest.raises(ReadOnlyDatabase, match="is read-only"):
         tenants.create(read_only, "acme", "Acme")
     assert tenants.get_by_slug(read_only, "acme") is None  # reads still work
+
+
+def test_settings_nested_deeper_than_the_limit_are_refused(conn: Conn) -> None:
+    def nested(depth: int) -> dict[str, Any]:
+        value: dict[str, Any] = {"leaf": '[{"not": "counted"}]'}
+        for _ in range(depth - 1):
+            value = {"a": value}
+        return value
+
+    deepest = tenants.create(conn, "deep", "Deep", settings=nested(tenants.SETTINGS_MAX_DEPTH))
+    assert tenants.get_by_slug(conn, "deep") == deepest
+    with pytest.raises(InvalidTenant, match="nested more than 100 levels deep"):
+        tenants.create(conn, "deeper", "Deeper", settings=nested(tenants.SETTINGS_MAX_DEPTH + 1))
+    assert tenants.get_by_slug(conn, "deeper") is None

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 from dbtools import __version__
 from dbtools.cli import db, migrations, schema, seed, tenants
-from dbtools.cli.base import Command, Context, Group
+from dbtools.cli.base import Command, Context, Group, printable
 from dbtools.cli.exits import Exit, exit_code, help_text
 from dbtools.errors import DbToolsError
 
@@ -63,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(words: list[str]) -> int:
     debug = "--debug" in words
+    _secret_looking[:] = [word for word in words if _may_hold_a_secret(word)]
     try:
         try:
             args = build_parser().parse_args(words)
@@ -96,16 +97,28 @@ def _run(words: list[str]) -> int:
 def _fail(message: str, code: Exit, debug: bool) -> int:
     if debug:
         traceback.print_exc()
-    print(f"dbtools: error: {message}", file=sys.stderr, flush=True)
+    # Escaped: a message may quote a host name or a tenant's name holding terminal controls.
+    print(f"dbtools: error: {printable(message)}", file=sys.stderr, flush=True)
     return int(code)
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with usage errors in one line like every other error."""
+    """argparse, with usage errors in one line like every other error, and without echoing an
+    argument that may hold a password (a URL or connection string in the wrong place)."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"dbtools: error: {message} (try: {self.prog} --help)", file=sys.stderr)
+        for word in sorted(_secret_looking, key=len, reverse=True):
+            message = message.replace(word, "<a URL or connection string: not shown>")
+        print(f"dbtools: error: {printable(message)} (try: {self.prog} --help)", file=sys.stderr)
         raise SystemExit(Exit.USAGE)
+
+
+# The words of the command line that could hold a secret; set by main() before parsing.
+_secret_looking: list[str] = []
+
+
+def _may_hold_a_secret(word: str) -> bool:
+    return "://" in word or "=" in word or "@" in word
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -147,8 +147,8 @@ class Context:
             say(message)
 
 
-def say(message: str = "", *, err: bool = False) -> None:
-    print(message, file=sys.stderr if err else sys.stdout, flush=True)
+def say(message: str = "", *, err: bool = False, end: str = "\n") -> None:
+    print(message, file=sys.stderr if err else sys.stdout, end=end, flush=True)
 
 
 def printable(text: str) -> str:

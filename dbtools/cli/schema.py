@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from dbtools.cli.base import Commands, Context, argument
@@ -13,14 +14,23 @@ commands.group(
     help="the schema the migrations produce (sql/schema/)",
     example="dbtools schema dump\n  dbtools schema check",
 )
-_FILE = argument("--file", type=Path, help="schema file (default: sql/schema/schema.sql)")
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
+
+
+_FILE_HELP = "schema file (default: sql/schema/schema.sql)"
 
 
 @commands.command(
     "schema dump",
     help="write the migrations' schema to sql/schema/schema.sql",
     example="dbtools schema dump && git diff sql/schema/schema.sql",
-    arguments=[_FILE],
+    arguments=[argument("--file", type=Path, help=_FILE_HELP)],
 )
 def dump(ctx: Context, file: Path | None) -> int:
     from dbtools import schema
@@ -38,7 +48,7 @@ def dump(ctx: Context, file: Path | None) -> int:
     "schema check",
     help="fail with a diff if the file or database differs",
     example='dbtools --database-url "$PROD_URL" schema check',
-    arguments=[_FILE],
+    arguments=[argument("--file", type=_existing_file, help=_FILE_HELP)],
 )
 def check(ctx: Context, file: Path | None) -> int:
     from dbtools import schema

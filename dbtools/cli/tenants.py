@@ -26,16 +26,18 @@ _SLUG = argument("slug")
 
 
 def tenant_document(tenant: Tenant) -> dict[str, Any]:
-    """A tenant as its JSON document (UUID and ISO-8601 strings)."""
-    document: dict[str, Any] = tenant.model_dump(mode="json")
-    return document
+    """A tenant as its JSON document (UUID and ISO-8601 strings). The settings are JSON as they
+    came from jsonb, whatever their depth (a row written in psql may nest deeper than Pydantic's
+    serializer goes)."""
+    document: dict[str, Any] = tenant.model_dump(mode="json", exclude={"settings"})
+    return {**document, "settings": tenant.settings}
 
 
 def tenant_text(tenant: Tenant) -> str:
     """A tenant as aligned ``field  value`` lines."""
     return "\n".join(
         f"{field:<11} "
-        f"{json.dumps(value, ensure_ascii=False) if field == 'settings' else printable(value)}"
+        f"{printable(json.dumps(value, ensure_ascii=False) if field == 'settings' else value)}"
         for field, value in tenant_document(tenant).items()
     )
 
@@ -202,10 +204,11 @@ def delete(ctx: Context, slug: str, yes: bool) -> int:
                 err=True,
             )
             return Exit.USAGE
-        try:
-            answer = input(f"delete tenant {slug!r} and everything it owns? [y/N] ")
-        except EOFError:  # Ctrl-D: no answer is no
-            answer = ""
+        # The question goes to stderr: stdout may be a file, and with --json holds one document.
+        say(f"delete tenant {slug!r} and everything it owns? [y/N] ", err=True, end="")
+        answer = sys.stdin.readline()  # "" at Ctrl-D: no answer is no
+        if not answer:
+            say(err=True)
         if answer.strip().lower() not in ("y", "yes"):
             say(f"not deleted: {slug!r}", err=True)
             return Exit.DOMAIN
@@ -243,7 +246,7 @@ def import_(ctx: Context, file: Path) -> int:
                 ctx.emit({"imported": 0, "errors": errors}, "")
             else:
                 for error in failure.errors:
-                    say(f"{failure.source}: {error}", err=True)
+                    say(printable(f"{failure.source}: {error}"), err=True)
             raise
     if progress is not None:
         print(file=sys.stderr)
