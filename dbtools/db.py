@@ -58,31 +58,33 @@ def connect(target: Target | str | None = None, **kwargs: Any) -> psycopg.Connec
     the server cannot be reached or refuses the connection; neither message shows the password.
     """
     target = resolve(target)
+    return _open(target, target.describe(), kwargs)
+
+
+def _open(target: Target, where: str, kwargs: dict[str, Any]) -> psycopg.Connection[TupleRow]:
+    """The one place that connects: a failure is DatabaseUnavailable naming ``where``."""
     try:
         return psycopg.connect(**(target.connect_kwargs() | kwargs))
     except psycopg.OperationalError as exc:
-        raise unavailable(
-            exc, target.describe(), connecting=True, password=target.password
-        ) from exc
+        raise unavailable(exc, where, connecting=True, password=target.password) from exc
 
 
 @contextmanager
 def maintenance_connection(target: Target) -> Iterator[psycopg.Connection[TupleRow]]:
     """An autocommit connection to the maintenance database of ``target``'s server (``postgres``,
     else ``template1``), with the same credentials: for creating and dropping databases."""
-    failures: list[psycopg.OperationalError] = []
+    where = f"the server of {target.describe()} (maintenance database {MAINTENANCE_DBS[0]!r})"
+    failures: list[DatabaseUnavailable] = []
     for dbname in MAINTENANCE_DBS:
-        kwargs: dict[str, Any] = target.with_dbname(dbname).connect_kwargs()
         try:
-            conn = psycopg.connect(**kwargs, autocommit=True)
-        except psycopg.OperationalError as exc:
+            conn = _open(target.with_dbname(dbname), where, {"autocommit": True})
+        except DatabaseUnavailable as exc:
             failures.append(exc)
             continue
         with conn:
             yield conn
         return
-    where = f"the server of {target.describe()} (maintenance database {MAINTENANCE_DBS[0]!r})"
-    raise unavailable(failures[0], where, connecting=True, password=target.password)
+    raise failures[0]
 
 
 class Pool(ConnectionPool[psycopg.Connection[TupleRow]]):

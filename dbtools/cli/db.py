@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dbtools.cli.base import Commands, Context
 from dbtools.cli.exits import Exit
+
+if TYPE_CHECKING:
+    from dbtools.localdb import Cluster
 
 commands = Commands()
 commands.group(
@@ -15,19 +18,26 @@ commands.group(
 )
 
 
-def _embedded_only(ctx: Context) -> None:
-    if ctx.database_url is not None:
-        from dbtools.errors import ConfigurationError
+def _cluster(ctx: Context) -> Cluster:
+    """The embedded cluster, one object per command (so its binaries are found once); the db
+    commands refuse --database-url rather than ignore it."""
+    from dbtools import localdb
+    from dbtools.errors import ConfigurationError
 
+    if ctx.database_url is not None:
         raise ConfigurationError(
             "the db commands work on the embedded PostgreSQL only: leave out --database-url"
         )
+    return localdb.default_cluster()
 
 
-def _document() -> dict[str, Any]:
-    from dbtools import config, localdb
+def _url(cluster: Cluster) -> str:
+    from dbtools import config
 
-    cluster = localdb.default_cluster()
+    return cluster.target(config.DEFAULT_DBNAME).url()
+
+
+def _document(cluster: Cluster) -> dict[str, Any]:
     initialised = cluster.is_initialised()
     return {
         "initialised": initialised,
@@ -35,7 +45,7 @@ def _document() -> dict[str, Any]:
         "version": cluster.server_version() if initialised else None,
         "data_dir": str(cluster.placement.data_dir),
         "socket_dir": str(cluster.placement.socket_dir),
-        "url": cluster.target(config.DEFAULT_DBNAME).url(),
+        "url": _url(cluster),
     }
 
 
@@ -45,11 +55,9 @@ def _document() -> dict[str, Any]:
     example="dbtools db start",
 )
 def start(ctx: Context) -> int:
-    _embedded_only(ctx)
-    from dbtools import localdb
-
-    started = localdb.default_cluster().start()
-    document = {"started": started, **_document()}
+    cluster = _cluster(ctx)
+    started = cluster.start()
+    document = {"started": started, **_document(cluster)}
     verb = "started" if started else "already running:"
     ctx.emit(
         document,
@@ -60,10 +68,7 @@ def start(ctx: Context) -> int:
 
 @commands.command("db stop", help="stop the embedded cluster", example="dbtools db stop")
 def stop(ctx: Context) -> int:
-    _embedded_only(ctx)
-    from dbtools import localdb
-
-    stopped = localdb.default_cluster().stop()
+    stopped = _cluster(ctx).stop()
     human = (
         "stopped the embedded PostgreSQL" if stopped else "the embedded PostgreSQL is not running"
     )
@@ -77,8 +82,7 @@ def stop(ctx: Context) -> int:
     example="dbtools db status || dbtools db start",
 )
 def status(ctx: Context) -> int:
-    _embedded_only(ctx)
-    document = _document()
+    document = _document(_cluster(ctx))
     if not document["initialised"]:
         human = (
             f"not initialised (would live in {document['data_dir']}); `dbtools db start` makes it"
@@ -100,7 +104,6 @@ def status(ctx: Context) -> int:
     example='psql "$(dbtools db url)"',
 )
 def url(ctx: Context) -> int:
-    _embedded_only(ctx)
-    value = _document()["url"]
+    value = _url(_cluster(ctx))  # only the placement: no pg_ctl call
     ctx.emit({"url": value}, value)
     return Exit.OK
