@@ -137,11 +137,47 @@ COMMENT ON COLUMN public.tenants.created_at IS 'When the row was inserted; never
 COMMENT ON COLUMN public.tenants.updated_at IS 'When the row last changed; kept by trigger tenants_timestamps, untouched by updates that change nothing.';
 
 --
+-- Name: CONSTRAINT tenants_name_length_check ON tenants; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT tenants_name_length_check ON public.tenants IS 'A name is at most 255 characters long.';
+
+--
+-- Name: CONSTRAINT tenants_name_not_blank_check ON tenants; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT tenants_name_not_blank_check ON public.tenants IS 'A name is not blank: it holds at least one character outside Unicode''s White_Space set.';
+
+--
+-- Name: CONSTRAINT tenants_settings_object_check ON tenants; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT tenants_settings_object_check ON public.tenants IS 'Settings are a JSON object: never an array, a string, a number, a boolean or null.';
+
+--
+-- Name: CONSTRAINT tenants_slug_format_check ON tenants; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT tenants_slug_format_check ON public.tenants IS 'A slug is 3 to 50 lowercase ASCII letters, digits and hyphens, starting and ending with a letter or digit.';
+
+--
+-- Name: CONSTRAINT tenants_updated_at_check ON tenants; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT tenants_updated_at_check ON public.tenants IS 'A row is never updated before it was created.';
+
+--
 -- Name: tenants tenants_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.tenants
     ADD CONSTRAINT tenants_pkey PRIMARY KEY (id);
+
+--
+-- Name: CONSTRAINT tenants_pkey ON tenants; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT tenants_pkey ON public.tenants IS 'A tenant is identified by a generated UUID that never changes.';
 
 --
 -- Name: tenants tenants_slug_key; Type: CONSTRAINT; Schema: public; Owner: -
@@ -151,10 +187,22 @@ ALTER TABLE ONLY public.tenants
     ADD CONSTRAINT tenants_slug_key UNIQUE (slug);
 
 --
+-- Name: CONSTRAINT tenants_slug_key ON tenants; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT tenants_slug_key ON public.tenants IS 'No two tenants share a slug.';
+
+--
 -- Name: tenants tenants_timestamps; Type: TRIGGER; Schema: public; Owner: -
 --
 
 CREATE TRIGGER tenants_timestamps BEFORE UPDATE ON public.tenants FOR EACH ROW EXECUTE FUNCTION public.tg_tenants__timestamps();
+
+--
+-- Name: TRIGGER tenants_timestamps ON tenants; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TRIGGER tenants_timestamps ON public.tenants IS 'Refuses changes of id and created_at; keeps updated_at true (see tg_tenants__timestamps).';
 
 --
 -- PostgreSQL database dump complete
