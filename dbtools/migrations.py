@@ -5,13 +5,17 @@ project's ``yoyo.ini``. Every function takes a :class:`~dbtools.config.Target`; 
 target's libpq parameters as they are, so unix sockets, percent-encoded passwords and query
 options all pass through. Each run uses one connection (yoyo's), and maps its errors in one place.
 
-yoyo keeps no checksum of what it applied, so this module does: the sha256 of each migration file
-when it is applied, in ``_dbtools_migration_checksum``. Applying, rolling back and reporting status
-all refuse (:class:`MigrationEdited`), naming the file, once an applied migration has been edited.
+The migrations ship inside the package (``dbtools/sql`` links to the repository's top-level
+``sql/``, so the wheel carries them). yoyo keeps no checksum of what it applied, so the folder's
+post-apply hook (``sql/post-apply.py``, which yoyo runs after ``yoyo apply`` too) records the
+sha256 of each applied file in ``_dbtools_migration_checksum``. Applying, rolling back and
+reporting status all refuse (:class:`MigrationEdited`), naming the file, once an applied
+migration has been edited.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import sys
 from collections.abc import Iterable, Iterator
@@ -31,6 +35,7 @@ from yoyo.connections import DatabaseURI
 from dbtools import db
 from dbtools.config import Target
 from dbtools.errors import (
+    ConfigurationError,
     DatabaseUnavailable,
     DbToolsError,
     MigrationEdited,
@@ -41,27 +46,23 @@ from dbtools.errors import (
     Timeout,
 )
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql"
+MIGRATIONS_DIR = (Path(__file__).parent / "sql").resolve()
 MIGRATION_TABLE = "_yoyo_migration"  # yoyo's default, so the yoyo command sees the same history
 LOCK_WAIT = 10  # seconds to wait for another process's migration lock
 _YOYO_SCHEME = "postgresql+psycopg"
 
 APPLIED_AT = "SELECT migration_id, applied_at_utc FROM _yoyo_migration"
 DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %s"
-CREATE_CHECKSUMS = """
-    CREATE TABLE IF NOT EXISTS _dbtools_migration_checksum (
-        migration_id text PRIMARY KEY,
-        sha256 text NOT NULL,
-        recorded_at timestamptz NOT NULL DEFAULT now()
-    )
-"""
 YOYO_TABLE_EXISTS = "SELECT to_regclass('_yoyo_migration') IS NOT NULL"
 CHECKSUMS_EXIST = "SELECT to_regclass('_dbtools_migration_checksum') IS NOT NULL"
-SELECT_CHECKSUMS = "SELECT migration_id, sha256 FROM _dbtools_migration_checksum"
-RECORD_CHECKSUM = """
-    INSERT INTO _dbtools_migration_checksum (migration_id, sha256)
-    VALUES (%(id)s, %(sha256)s)
-    ON CONFLICT (migration_id) DO UPDATE SET sha256 = excluded.sha256, recorded_at = now()
+# The checksums of the applications yoyo has on record (the post-apply hook owns the table; its
+# first version had no applied_at_utc column, read through to_jsonb so the query works on both).
+SELECT_CHECKSUMS = """
+    SELECT c.migration_id, c.sha256
+    FROM _dbtools_migration_checksum c
+    JOIN _yoyo_migration y ON y.migration_id = c.migration_id
+    WHERE coalesce((to_jsonb(c) ->> 'applied_at_utc')::timestamp, y.applied_at_utc)
+          = y.applied_at_utc
 """
 FORGET_CHECKSUM = "DELETE FROM _dbtools_migration_checksum WHERE migration_id = %(id)s"
 LOCK_HOLDER = "SELECT pid, ctime FROM yoyo_lock ORDER BY ctime LIMIT 1"
@@ -162,15 +163,13 @@ def apply(target: Target, migrations_dir: Path | None = None) -> list[str]:
     migrations = _read(migrations_dir)
     with _session(target, write=True) as backend, _locked_by_us(backend):
         conn = backend.connection
-        conn.execute(CREATE_CHECKSUMS)
-        unrecorded = _verify(conn, migrations, _applied_at(conn))
-        for migration in migrations:  # applied outside dbtools (with yoyo): trust on first use
-            if migration.id in unrecorded:
-                _record(conn, migration)
+        # Records what was applied without a checksum (trust on first use), then verifies.
+        _run(backend.run_post_apply, migrations, "record the checksums of", conn)
+        _verify(conn, migrations, _applied_at(conn))
         pending = backend.to_apply(migrations)
         for migration in pending:
             _run(backend.apply_one, migration, "apply", conn)
-            _record(conn, migration)
+            _run(backend.run_post_apply, migrations, "record the checksums of", conn)
     return [m.id for m in pending]
 
 
@@ -181,7 +180,7 @@ def rollback(target: Target, count: int = 1, migrations_dir: Path | None = None)
     migrations = _read(migrations_dir)
     with _session(target, write=True) as backend, _locked_by_us(backend):
         conn = backend.connection
-        conn.execute(CREATE_CHECKSUMS)
+        _run(backend.run_post_apply, migrations, "record the checksums of", conn)
         applied_at = _applied_at(conn)
         _verify(conn, migrations, applied_at)
         targets = list(backend.to_rollback(migrations))[:count]
@@ -347,9 +346,9 @@ def _applied_at(conn: psycopg.Connection[Any]) -> dict[str, datetime]:
     return {row[0]: row[1].replace(tzinfo=UTC) for row in rows}
 
 
-def _verify(conn: psycopg.Connection[Any], migrations: Any, applied: Iterable[str]) -> set[str]:
-    """Check the applied migrations against their recorded checksums; return the applied ids
-    that have none recorded (applied by plain yoyo)."""
+def _verify(conn: psycopg.Connection[Any], migrations: Any, applied: Iterable[str]) -> None:
+    """Check the applied migrations against their recorded checksums (applied ones that have
+    none, by a yoyo without the hook or before it existed, are taken as they are)."""
     applied = set(applied)
     recorded: dict[str, str] = {}
     if conn.execute(CHECKSUMS_EXIST).fetchone() == (True,):
@@ -360,31 +359,29 @@ def _verify(conn: psycopg.Connection[Any], migrations: Any, applied: Iterable[st
             continue
         if expected != file_checksum(Path(migration.path)):
             raise MigrationEdited(str(migration.path))
-    return {m.id for m in migrations if m.id in applied and m.id not in recorded}
-
-
-def _record(conn: psycopg.Connection[Any], migration: Any) -> None:
-    conn.execute(
-        RECORD_CHECKSUM, {"id": migration.id, "sha256": file_checksum(Path(migration.path))}
-    )
 
 
 def _read(migrations_dir: Path | None) -> Any:
-    """yoyo's migrations from ``migrations_dir`` (default: :data:`MIGRATIONS_DIR`)."""
+    """yoyo's migrations from ``migrations_dir`` (default: :data:`MIGRATIONS_DIR`), every file
+    read once here: yoyo reads them lazily, mid-run, after the database was created."""
     migrations_dir = MIGRATIONS_DIR if migrations_dir is None else migrations_dir
     if not migrations_dir.is_dir():
-        raise MigrationError(f"migrations folder {migrations_dir} does not exist")
+        raise ConfigurationError(f"the migrations folder {migrations_dir} does not exist")
     try:
-        migrations = read_migrations(str(migrations_dir))
+        migrations = read_migrations(glob.escape(str(migrations_dir)))  # yoyo globs sources
+        for migration in [*migrations, *migrations.post_apply]:
+            for path in (Path(migration.path), _rollback_file(Path(migration.path))):
+                if path.is_file() or path == Path(migration.path):
+                    path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        where = exc.filename or migrations_dir
+        raise ConfigurationError(
+            f"cannot read the migrations in {migrations_dir}: {where}: {exc.strerror or exc}"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise MigrationError(f"{path} is not UTF-8 ({exc.reason})") from exc
     except yoyo_exceptions.BadMigration as exc:
         raise MigrationError(f"cannot read the migrations in {migrations_dir}: {exc}") from exc
-    for migration in migrations:  # yoyo reads them lazily, mid-run; check them before
-        for path in (Path(migration.path), _rollback_file(Path(migration.path))):
-            try:
-                if path.is_file():
-                    path.read_bytes().decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise MigrationError(f"{path} is not UTF-8 ({exc.reason})") from exc
     return migrations
 
 

@@ -22,7 +22,7 @@ from psycopg import sql
 from pytest_postgresql import factories
 
 from dbtools import cli as dbtools_cli
-from dbtools import db, localdb, migrations
+from dbtools import db, localdb
 from dbtools.config import Target
 from tests.helpers import (
     FAST_TMP,
@@ -34,10 +34,6 @@ from tests.helpers import (
     run_python,
     target_for,
 )
-
-
-def _load_migrations(*, dbname: str, **_: Any) -> None:
-    migrations.apply(target_for(dbname))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -58,7 +54,7 @@ postgresql_noproc = factories.postgresql_noproc(
     user=_params.get("user"),
     password=_params.get("password"),
     dbname=f"dbtools_test_{os.getpid()}",  # the server may be shared with other sessions
-    load=[_load_migrations],
+    load=["dbtools.testing:load_schema"],  # what downstream projects use (see the README)
 )
 postgresql = factories.postgresql("postgresql_noproc")
 

@@ -17,11 +17,13 @@ from typing import Any
 
 import psycopg
 
-from dbtools import localdb
+from dbtools import localdb, migrations
 from dbtools.config import Target
 
 PROJECT = Path(__file__).resolve().parent.parent
 TEST_SERVER_VAR = "DBTOOLS_TEST_DATABASE_URL"
+# Every migration of the project, in the order yoyo applies them.
+MIGRATION_IDS = [state.id for state in migrations.listed()]
 # Text that would do harm if it ever reached SQL unparameterised.
 INJECTION = "'; DROP TABLE tenants; --"
 # A RAM-backed folder where there is one, for throw-away clusters: CREATE DATABASE from the
@@ -92,3 +94,15 @@ def run_python(
         check=False,
         timeout=120,
     )
+
+
+def copy_migrations(folder: Path, *extra: tuple[str, str]) -> Path:
+    """The project's migrations folder copied to ``folder`` (post-apply hook included), plus
+    ``extra`` (name, SQL) files."""
+    folder.mkdir(exist_ok=True)
+    for source in sorted(migrations.MIGRATIONS_DIR.iterdir()):
+        if source.is_file():
+            (folder / source.name).write_bytes(source.read_bytes())
+    for name, text in extra:
+        (folder / name).write_text(text)
+    return folder

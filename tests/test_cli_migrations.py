@@ -11,7 +11,7 @@ import pytest
 
 from dbtools import config, db, localdb, migrations
 from dbtools.config import Target
-from tests.helpers import Cli
+from tests.helpers import MIGRATION_IDS, Cli, copy_migrations
 
 
 def test_migrate_creates_the_database_then_reports_nothing_pending(
@@ -19,9 +19,10 @@ def test_migrate_creates_the_database_then_reports_nothing_pending(
 ) -> None:
     first = cli("migrate", env={"DATABASE_URL": missing_db.url()})
     assert first.returncode == 0, first.stderr
-    assert first.stdout == (
-        f"created database {missing_db.dbname!r}\napplied 0001_create-tenants\n"
-    )
+    assert first.stdout.splitlines() == [
+        f"created database {missing_db.dbname!r}",
+        *(f"applied {migration_id}" for migration_id in MIGRATION_IDS),
+    ]
 
     second = cli("--json", "migrate", env={"DATABASE_URL": missing_db.url()})
     assert second.returncode == 0, second.stderr
@@ -35,17 +36,17 @@ def test_migrate_creates_the_database_then_reports_nothing_pending(
 def test_status_exits_3_while_migrations_are_pending(cli: Cli, db_url: str) -> None:
     applied = cli("--database-url", db_url, "status")
     assert applied.returncode == 0
-    assert applied.stdout.splitlines()[-1] == "1 applied, 0 pending"
+    assert applied.stdout.splitlines()[-1] == f"{len(MIGRATION_IDS)} applied, 0 pending"
 
     rolled_back = cli("--database-url", db_url, "rollback")
     assert rolled_back.returncode == 0
-    assert rolled_back.stdout == "rolled back 0001_create-tenants\n"
+    assert rolled_back.stdout == f"rolled back {MIGRATION_IDS[-1]}\n"
 
     pending = cli("--database-url", db_url, "status")
     assert pending.returncode == 3
-    assert pending.stdout.splitlines() == [
-        f"pending  {'':<23} 0001_create-tenants",
-        "0 applied, 1 pending",
+    assert pending.stdout.splitlines()[-2:] == [
+        f"pending  {'':<23} {MIGRATION_IDS[-1]}",
+        f"{len(MIGRATION_IDS) - 1} applied, 1 pending",
     ]
 
 
@@ -85,10 +86,10 @@ def test_demo_on_the_embedded_default(cli: Cli, local_dir: Path) -> None:
     cluster = localdb.default_cluster()
     demo = cli("demo")
     assert demo.returncode == 0, demo.stderr
-    assert demo.stdout.splitlines()[:4] == [
+    assert demo.stdout.splitlines()[: 3 + len(MIGRATION_IDS)] == [
         f"started the embedded PostgreSQL (socket in {cluster.placement.socket_dir})",
         "created database 'dbtools_system'",
-        "applied 0001_create-tenants",
+        *(f"applied {migration_id}" for migration_id in MIGRATION_IDS),
         "created tenant 'demo' (Demo Tenant)",
     ]
     assert "name        Demo Tenant" in demo.stdout
@@ -140,8 +141,8 @@ def test_dry_run_prints_pending_sql_and_applies_nothing(cli: Cli, db_url: str) -
     pending = cli("--database-url", db_url, "--json", "migrate", "--dry-run")
     assert pending.returncode == 0
     [migration] = json.loads(pending.stdout)["pending"]
-    assert migration["id"] == "0001_create-tenants"
-    assert "CREATE TYPE tenant_status" in migration["sql"]
+    assert migration["id"] == MIGRATION_IDS[-1]
+    assert migration["sql"] == (migrations.MIGRATIONS_DIR / f"{MIGRATION_IDS[-1]}.sql").read_text()
     assert cli("--database-url", db_url, "status").returncode == 3  # still pending
 
 
@@ -159,10 +160,11 @@ def test_dry_run_and_status_leave_a_fresh_database_untouched(cli: Cli, missing_d
 def test_rollback_of_everything_then_migrate(
     cli: Cli, db_url: str, conn: psycopg.Connection[Any]
 ) -> None:
-    result = cli("--database-url", db_url, "--json", "rollback", "--count", "5")
-    assert json.loads(result.stdout) == {"rolled_back": ["0001_create-tenants"]}
+    result = cli("--database-url", db_url, "--json", "rollback", "--count", "50")
+    assert json.loads(result.stdout) == {"rolled_back": MIGRATION_IDS[::-1]}
     assert cli("--database-url", db_url, "rollback").stdout == "nothing to roll back\n"
-    assert cli("--database-url", db_url, "migrate").stdout == "applied 0001_create-tenants\n"
+    applied = cli("--database-url", db_url, "migrate").stdout
+    assert applied == "".join(f"applied {migration_id}\n" for migration_id in MIGRATION_IDS)
 
 
 @pytest.mark.parametrize("command", ["start", "stop", "status", "url"])
@@ -173,14 +175,48 @@ def test_db_commands_refuse_a_database_url(cli: Cli, db_url: str, command: str) 
     assert "the db commands work on the embedded PostgreSQL only" in result.stderr
 
 
-def test_rows_a_migration_returns_do_not_break_json(
-    cli: Cli, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("json_output", [True, False])
+def test_rows_a_migration_returns_stay_out_of_stdout(
+    cli: Cli, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, json_output: bool
 ) -> None:
-    for source in migrations.MIGRATIONS_DIR.glob("*.sql"):
-        (tmp_path / source.name).write_text(source.read_text())
-    (tmp_path / "0002_select.sql").write_text("-- Returns a row.\nSELECT 42 AS answer;\n")
+    """yoyo prints a table of the rows a migration's SELECT returns: on stderr, out of the way
+    of the one JSON document (or the plain report) on stdout."""
+    copy_migrations(tmp_path, ("0099_select.sql", "-- Returns a row.\nSELECT 42 AS answer;\n"))
     monkeypatch.setattr(migrations, "MIGRATIONS_DIR", tmp_path)
-    result = cli("--database-url", db_url, "--json", "migrate")
+    result = cli("--database-url", db_url, *(["--json"] if json_output else []), "migrate")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["applied"] == ["0002_select"]
-    assert "answer" in result.stderr  # yoyo's table of the rows, out of the way
+    if json_output:
+        assert json.loads(result.stdout)["applied"] == ["0099_select"]
+    else:
+        assert result.stdout == "applied 0099_select\n"
+    assert "answer" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["migrate", "--dry-run"], ["status"], ["demo"]])
+def test_a_missing_migrations_folder_is_a_configuration_error_before_anything_is_created(
+    cli: Cli,
+    missing_db: Target,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+) -> None:
+    monkeypatch.setattr(migrations, "MIGRATIONS_DIR", tmp_path / "nowhere")
+    result = cli("--database-url", missing_db.url(), *command)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"dbtools: error: the migrations folder {tmp_path / 'nowhere'} does not exist\n"
+    )
+    assert not migrations.database_exists(missing_db)
+
+
+def test_an_unreadable_migration_is_a_configuration_error(
+    cli: Cli, missing_db: Target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even root cannot read /proc/self/mem from its start: an OSError at read time."""
+    folder = copy_migrations(tmp_path / "sql")
+    (folder / "0099_unreadable.sql").symlink_to("/proc/self/mem")
+    monkeypatch.setattr(migrations, "MIGRATIONS_DIR", folder)
+    result = cli("--database-url", missing_db.url(), "migrate")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"dbtools: error: cannot read the migrations in {folder}: ")
+    assert not migrations.database_exists(missing_db)

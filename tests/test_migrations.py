@@ -25,6 +25,7 @@ from dbtools.errors import (
     ReadOnlyDatabase,
     Timeout,
 )
+from tests.helpers import MIGRATION_IDS, copy_migrations
 
 Conn = psycopg.Connection[Any]
 
@@ -35,26 +36,16 @@ def tables(target: Target) -> set[str]:
         return {row[0] for row in rows}
 
 
-def copy_migrations(folder: Path, *extra: tuple[str, str]) -> Path:
-    """The project's migrations in ``folder``, plus ``extra`` (name, SQL) files."""
-    folder.mkdir(exist_ok=True)
-    for source in sorted(migrations.MIGRATIONS_DIR.glob("*.sql")):
-        (folder / source.name).write_text(source.read_text())
-    for name, text in extra:
-        (folder / name).write_text(text)
-    return folder
-
-
 def test_apply_rollback_apply_gives_an_identical_schema(target: Target) -> None:
     applied_once = schema.dump(target)
     assert "CREATE TABLE public.tenants" in applied_once
 
-    assert migrations.rollback(target, count=100) == ["0001_create-tenants"]
+    assert migrations.rollback(target, count=100) == MIGRATION_IDS[::-1]
     rolled_back = schema.dump(target)
     for name in ("tenants", "tenant_status", "tg_tenants__timestamps"):
         assert name not in rolled_back
 
-    assert migrations.apply(target) == ["0001_create-tenants"]
+    assert migrations.apply(target) == MIGRATION_IDS
     assert schema.dump(target) == applied_once
 
 
@@ -63,20 +54,21 @@ def test_apply_is_a_no_op_when_nothing_is_pending(target: Target) -> None:
 
 
 def test_status_reports_applied_and_pending(target: Target) -> None:
-    [state] = migrations.status(target)
-    assert state.id == "0001_create-tenants"
-    assert state.applied_at is not None
-    assert abs(datetime.now(UTC) - state.applied_at).total_seconds() < 3600
+    states = migrations.status(target)
+    assert [state.id for state in states] == MIGRATION_IDS
+    for state in states:
+        assert state.applied_at is not None
+        assert abs(datetime.now(UTC) - state.applied_at).total_seconds() < 3600
     migrations.rollback(target)
-    assert [(s.id, s.applied_at) for s in migrations.status(target)] == [
-        ("0001_create-tenants", None)
-    ]
+    *applied, newest = migrations.status(target)
+    assert [s.applied_at is None for s in applied] == [False] * len(applied)
+    assert (newest.id, newest.applied_at) == (MIGRATION_IDS[-1], None)
 
 
 def test_ensure_database_creates_a_missing_database(missing_db: Target) -> None:
     assert migrations.ensure_database(missing_db) is True
     assert migrations.ensure_database(missing_db) is False
-    assert migrations.apply(missing_db) == ["0001_create-tenants"]
+    assert migrations.apply(missing_db) == MIGRATION_IDS
     assert "tenants" in tables(missing_db)
 
 
@@ -95,7 +87,7 @@ def test_concurrent_database_creation_creates_it_once(missing_db: Target) -> Non
 def test_status_of_a_fresh_database_creates_nothing(missing_db: Target) -> None:
     migrations.ensure_database(missing_db)
     states = migrations.status(missing_db)
-    assert [(s.id, s.applied_at) for s in states] == [("0001_create-tenants", None)]
+    assert [(s.id, s.applied_at) for s in states] == [(i, None) for i in MIGRATION_IDS]
     assert tables(missing_db) == set()  # not even yoyo's bookkeeping tables
 
 
@@ -105,7 +97,7 @@ def test_status_of_a_fresh_database_creates_nothing(missing_db: Target) -> None:
 def test_plan_for_a_missing_database_creates_nothing(missing_db: Target) -> None:
     plan = migrations.plan(missing_db)
     assert (plan.database, plan.create_database) == (missing_db.dbname, True)
-    assert [state.id for state in plan.pending] == ["0001_create-tenants"]
+    assert [state.id for state in plan.pending] == MIGRATION_IDS
     script = plan.script()
     assert script.startswith(f"-- would create database {missing_db.dbname!r}\n-- 0001_create")
     assert "CREATE TABLE tenants (" in script
@@ -118,9 +110,9 @@ def test_plan_lists_only_what_is_pending(target: Target) -> None:
     assert up_to_date.script() == f"-- no pending migrations: {target.dbname!r} is up to date"
     migrations.rollback(target)
     [pending] = migrations.plan(target).pending
-    assert pending.id == "0001_create-tenants"
-    assert pending.sql == (migrations.MIGRATIONS_DIR / "0001_create-tenants.sql").read_text()
-    assert [s.applied_at for s in migrations.status(target)] == [None]  # still pending
+    assert pending.id == MIGRATION_IDS[-1]
+    assert pending.sql == (migrations.MIGRATIONS_DIR / f"{pending.id}.sql").read_text()
+    assert migrations.status(target)[-1].applied_at is None  # still pending
 
 
 # --- checksums ---------------------------------------------------------------------------------
@@ -146,8 +138,8 @@ def test_a_migration_applied_by_yoyo_alone_is_checksummed_on_the_next_migrate(
     folder = copy_migrations(tmp_path)
     assert migrations.apply(target, folder) == []
     recorded = conn.execute("SELECT migration_id, sha256 FROM _dbtools_migration_checksum")
-    assert recorded.fetchall() == [
-        ("0001_create-tenants", migrations.file_checksum(folder / "0001_create-tenants.sql"))
+    assert sorted(recorded.fetchall()) == [
+        (i, migrations.file_checksum(folder / f"{i}.sql")) for i in MIGRATION_IDS
     ]
 
 
@@ -156,12 +148,16 @@ def test_a_migration_applied_by_yoyo_alone_is_checksummed_on_the_next_migrate(
 
 def test_a_failing_migration_is_reported_and_rolled_back(target: Target, tmp_path: Path) -> None:
     broken = "-- A broken migration.\nCREATE TABLE half_done (id int);\nSELECT nope FROM tenants;\n"
-    folder = copy_migrations(tmp_path, ("0002_broken.sql", broken))
+    folder = copy_migrations(tmp_path, ("0099_broken.sql", broken))
     with pytest.raises(MigrationError) as caught:
         migrations.apply(target, migrations_dir=folder)
-    assert str(caught.value) == ('cannot apply migration 0002_broken: column "nope" does not exist')
+    assert str(caught.value) == ('cannot apply migration 0099_broken: column "nope" does not exist')
     assert "half_done" not in tables(target)
-    assert [s.applied_at is None for s in migrations.status(target, folder)] == [False, True]
+    states = migrations.status(target, folder)
+    assert [(s.id, s.applied_at is None) for s in states] == [
+        *((i, False) for i in MIGRATION_IDS),
+        ("0099_broken", True),
+    ]
 
 
 def test_unreachable_server_is_database_unavailable() -> None:
@@ -181,7 +177,7 @@ def test_a_connection_lost_during_a_migration_is_database_unavailable(
     """The same rule as everywhere: a terminated session is a lost connection, not a failed
     migration."""
     killer = "-- Ends its own session.\nSELECT pg_terminate_backend(pg_backend_pid());\n"
-    folder = copy_migrations(tmp_path, ("0002_killer.sql", killer))
+    folder = copy_migrations(tmp_path, ("0099_killer.sql", killer))
     with pytest.raises(DatabaseUnavailable) as caught:
         migrations.apply(target, migrations_dir=folder)
     assert str(caught.value).startswith(f"lost the connection to database {target.dbname!r} on ")
@@ -195,14 +191,14 @@ def test_a_lock_timeout_in_a_migration_is_a_timeout_naming_it(
         "SET LOCAL lock_timeout = '100ms';\n"
         "ALTER TABLE tenants ADD COLUMN plan text;\n"
     )
-    folder = copy_migrations(tmp_path, ("0002_waits.sql", waits))
+    folder = copy_migrations(tmp_path, ("0099_waits.sql", waits))
     holder = connect()
     holder.execute("SELECT count(*) FROM tenants")  # holds ACCESS SHARE until rolled back
     with pytest.raises(Timeout) as caught:
         migrations.apply(target, migrations_dir=folder)
     holder.rollback()
     assert caught.value.setting == "lock_timeout"
-    assert "cannot apply migration 0002_waits" in str(caught.value)
+    assert "cannot apply migration 0099_waits" in str(caught.value)
     assert str(caught.value).endswith("; try again")
 
 
@@ -259,18 +255,18 @@ def test_a_database_ahead_of_the_checkout(target: Target, tmp_path: Path) -> Non
     """The database has 0002, this checkout does not: status says so; rollback refuses rather
     than undo 0001 underneath it."""
     ahead = copy_migrations(
-        tmp_path / "ahead", ("0002_more.sql", "-- More.\nCREATE TABLE more (id int);\n")
+        tmp_path / "ahead", ("0099_more.sql", "-- More.\nCREATE TABLE more (id int);\n")
     )
-    (ahead / "0002_more.rollback.sql").write_text("-- Less.\nDROP TABLE more;\n")
-    assert migrations.apply(target, ahead) == ["0002_more"]
+    (ahead / "0099_more.rollback.sql").write_text("-- Less.\nDROP TABLE more;\n")
+    assert migrations.apply(target, ahead) == ["0099_more"]
 
     states = migrations.status(target)
     assert [(s.id, s.path is None) for s in states] == [
-        ("0001_create-tenants", False),
-        ("0002_more", True),
+        *((i, False) for i in MIGRATION_IDS),
+        ("0099_more", True),
     ]
     with pytest.raises(
-        MigrationError, match="newer migrations that are not in this checkout's sql/: 0002_more"
+        MigrationError, match="newer migrations that are not in this checkout's sql/: 0099_more"
     ):
         migrations.rollback(target)
     assert "tenants" in tables(target)
@@ -278,7 +274,7 @@ def test_a_database_ahead_of_the_checkout(target: Target, tmp_path: Path) -> Non
 
 def test_a_migration_that_is_not_utf8_is_a_migration_error(tmp_path: Path) -> None:
     folder = copy_migrations(tmp_path)
-    (folder / "0002_latin1.sql").write_bytes(b"-- Caf\xe9.\nSELECT 1;\n")
+    (folder / "0099_latin1.sql").write_bytes(b"-- Caf\xe9.\nSELECT 1;\n")
     with pytest.raises(MigrationError, match="is not UTF-8"):
         migrations.listed(folder)
 

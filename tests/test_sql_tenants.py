@@ -238,3 +238,20 @@ def test_schema_documents_itself(conn: Conn) -> None:
     ).fetchone()
     assert comments is not None
     assert all(comments)
+
+
+def test_every_constraint_and_the_trigger_say_their_rule(conn: Conn) -> None:
+    """What a DBA sees with \\dd tenants* in psql: each rule, from the catalog."""
+    rows = conn.execute(
+        """
+        SELECT conname, obj_description(oid, 'pg_constraint')
+        FROM pg_constraint WHERE conrelid = 'tenants'::regclass
+        UNION ALL
+        SELECT tgname, obj_description(oid, 'pg_trigger')
+        FROM pg_trigger WHERE tgrelid = 'tenants'::regclass AND NOT tgisinternal
+        """
+    ).fetchall()
+    assert len(rows) == 8
+    assert [name for name, comment in rows if not comment] == []
+    comments = dict(rows)
+    assert comments["tenants_slug_key"] == "No two tenants share a slug."

@@ -26,6 +26,7 @@ def create_and_apply(ctx: Context) -> tuple[bool, list[str]]:
     from dbtools import migrations
 
     target = ctx.target()
+    migrations.listed()  # a missing or unreadable folder fails before anything is created
     created = migrations.ensure_database(target)
     if created:
         ctx.note(f"created database {target.dbname!r}")
