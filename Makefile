@@ -12,53 +12,68 @@ DBTOOLS := $(BIN)/dbtools
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# uv builds the virtualenv: it installs in parallel from its cache, so a cold `make demo` takes
+# seconds. pip fetches uv into the virtualenv itself (the system's pip when there is one, else the
+# virtualenv's own), so nothing is installed outside the project. Runtime targets install the
+# runtime dependencies only; lint, typecheck, test and bench add the development tools.
+UV := $(BIN)/uv
+RUNTIME := $(VENV)/.runtime
+DEV := $(VENV)/.dev
+
+$(UV):
+	$(PYTHON) -m venv --without-pip $(VENV)
+	$(PYTHON) -m pip --python $(BIN)/python install --quiet uv 2>/dev/null \
+	  || { $(BIN)/python -m ensurepip --default-pip >/dev/null && $(BIN)/python -m pip install --quiet uv; }
+
+$(RUNTIME): pyproject.toml | $(UV)
+	$(UV) pip install --quiet --python $(BIN)/python -e .
 	touch $@
 
-demo: $(VENV)/.installed ## set everything up, migrate, seed, print the demo tenant
+$(DEV): $(RUNTIME)
+	$(UV) pip install --quiet --python $(BIN)/python -e '.[dev]'
+	touch $@
+
+demo: $(RUNTIME) ## set everything up, migrate, seed, print the demo tenant
 	$(DBTOOLS) demo
 
-migrate: $(VENV)/.installed ## create the database if missing and apply pending migrations
+migrate: $(RUNTIME) ## create the database if missing and apply pending migrations
 	$(DBTOOLS) migrate
 
-rollback: $(VENV)/.installed ## roll back the newest applied migration
+rollback: $(RUNTIME) ## roll back the newest applied migration
 	$(DBTOOLS) rollback
 
-status: $(VENV)/.installed ## list applied and pending migrations
+status: $(RUNTIME) ## list applied and pending migrations
 	$(DBTOOLS) status
 
-seed: $(VENV)/.installed ## create the demo tenant (idempotent)
+seed: $(RUNTIME) ## create the demo tenant (idempotent)
 	$(DBTOOLS) seed
 
-db-start: $(VENV)/.installed ## start the embedded PostgreSQL
+db-start: $(RUNTIME) ## start the embedded PostgreSQL
 	$(DBTOOLS) db start
 
-db-stop: $(VENV)/.installed ## stop the embedded PostgreSQL
+db-stop: $(RUNTIME) ## stop the embedded PostgreSQL
 	$(DBTOOLS) db stop
 
-db-status: $(VENV)/.installed ## say whether the embedded PostgreSQL runs, and where
+db-status: $(RUNTIME) ## say whether the embedded PostgreSQL runs, and where
 	$(DBTOOLS) db status
 
-schema: $(VENV)/.installed ## write what the migrations produce to sql/schema/schema.sql
+schema: $(RUNTIME) ## write what the migrations produce to sql/schema/schema.sql
 	$(DBTOOLS) schema dump
 
-lint: $(VENV)/.installed ## ruff (lint and format) and squawk (migrations)
+lint: $(DEV) ## ruff (lint and format) and squawk (migrations)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/squawk sql/*.sql
 
-typecheck: $(VENV)/.installed ## mypy --strict
+typecheck: $(DEV) ## mypy --strict
 	$(BIN)/mypy
 
 test: lint typecheck ## lint, type-check, then the test suite against a real PostgreSQL
-	$(BIN)/pytest -n auto
+	$(BIN)/pytest -n auto --dist loadgroup
 
 check: test ## exactly what CI runs
 
-bench: $(VENV)/.installed ## benchmarks (medians side by side): tenants.get_by_slug vs raw psycopg
+bench: $(DEV) ## benchmarks (medians side by side): tenants.get_by_slug vs raw psycopg
 	$(BIN)/python bench/get_by_slug.py
 
 clean: db-stop ## stop the embedded cluster and delete it with the virtualenv
