@@ -22,13 +22,38 @@ is the one table that maps them)::
                                      TenantInUse, Refused, ImportFailed, SchemaDrift
 
 Messages name the offending value and the rule it broke, in one line; they never contain a
-password. Errors that carry a value keep it as an attribute.
+password. Errors that carry a value keep it whole as an attribute. A message quotes a value that
+may be long or hostile (a slug as typed, a line of a CSV file) through :func:`excerpt`: a 100 KB
+value, or the first line of some unrelated file, shows as a short cut, control characters escaped.
 """
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from datetime import datetime
+
+# How much of a value a message quotes: every valid slug (50 characters) still shows whole.
+EXCERPT_LIMIT = 60
+
+
+def excerpt(value: object, limit: int = EXCERPT_LIMIT) -> str:
+    """``value`` quoted for a message: ``repr(value)`` when that is short, else the repr of its
+    first characters, ``...`` and its length. Control characters come out escaped (``\\n``,
+    ``\\x1b``), and the result is about ``limit`` characters at most, however long the value."""
+    if not isinstance(value, str):
+        text = reprlib.repr(value)  # bounded already for containers, but not for every __repr__
+        shown = text if text.isprintable() else repr(text)[1:-1]
+        return shown if len(shown) <= limit else f"{shown[:limit]}..."
+    width = kept = 0
+    for char in value[:limit]:  # escaped, one character can take up to 10 (\U0001f600)
+        width += 1 if char.isprintable() else len(repr(char)) - 2
+        if width > limit:
+            break
+        kept += 1
+    if kept == len(value):
+        return repr(value)
+    return f"{value[:kept]!r}... ({len(value)} characters)"
 
 
 class DbToolsError(Exception):
@@ -148,7 +173,7 @@ class InvalidSlug(DbToolsError, ValueError):
     """A string is not a valid tenant slug."""
 
     def __init__(self, slug: object, reason: str) -> None:
-        super().__init__(f"invalid tenant slug {slug!r}: {reason}")
+        super().__init__(f"invalid tenant slug {excerpt(slug)}: {reason}")
         self.slug = slug
         self.reason = reason
 

@@ -1,32 +1,41 @@
-"""Onboarding many tenants at once from a CSV file: all rows or none.
+"""Onboarding many tenants at once from CSV: all rows or none.
 
-The file has a header ``slug,name`` or ``slug,name,settings`` (settings: a JSON object). Every row
-is checked first, with the same rules as :mod:`dbtools.tenants`; the good rows go to a temporary
-staging table with ``COPY``, which also finds slugs that exist already, and one ``INSERT ...
-SELECT`` moves them into ``tenants``. Any bad row (invalid slug, duplicate within the file or with
-the table, blank name, bad JSON) is reported with its line number in the file, the header being
-line 1, and nothing is written.
+The CSV comes from a file (a regular file, ``/dev/stdin``, a FIFO, a shell's ``<(...)``) or an
+open text stream. Its header is ``slug,name`` or ``slug,name,settings`` (settings: a JSON
+object). Every row is checked first, with the same rules as :mod:`dbtools.tenants`; the good rows
+go to a temporary staging table with ``COPY``, which also finds slugs that exist already, and one
+``INSERT ... SELECT`` moves them into ``tenants``. Any bad row (invalid slug, duplicate within the
+file or with the table, blank name, bad JSON) is reported with its line number in the file, the
+header being line 1, and nothing is written. :class:`ImportFailed` lists every bad row; each
+message quotes at most a short, escaped excerpt of a value or line (:func:`dbtools.errors.excerpt`).
+
+Progress is reported by :class:`Phase`: reading and checking the rows, staging them (``COPY``),
+inserting them (``INSERT``).
 """
 
 from __future__ import annotations
 
 import csv
+import enum
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import psycopg
 
 from dbtools import tenants
 from dbtools.db import Scope, scope
-from dbtools.errors import DbToolsError, ImportFailed, RowError
+from dbtools.errors import DbToolsError, ImportFailed, RowError, excerpt
 from dbtools.slugs import validate_slug
 
-__all__ = ["HEADERS", "ImportFailed", "RowError", "import_csv"]
+__all__ = ["HEADERS", "ImportFailed", "Phase", "Progress", "RowError", "import_csv"]
 
 HEADERS = (("slug", "name"), ("slug", "name", "settings"))
 PROGRESS_EVERY = 1000
+BOM = "\ufeff"
+HEADER_EXCERPT = 30
 
 CREATE_STAGING = """
     CREATE TEMPORARY TABLE tenant_import (
@@ -52,27 +61,62 @@ INSERT_ALL = """
 """
 
 
+class Phase(enum.Enum):
+    """A step of an import, in the order they run; ``progress`` gets it with a count of rows."""
+
+    READ = "read"  # records read and checked (the header not counted)
+    STAGE = "stage"  # good rows copied to the staging table (COPY), then checked against tenants
+    INSERT = "insert"  # rows inserted into tenants: one statement, so 0 when it starts, then all
+
+
+# progress(phase, count): called with 0 when a phase starts, every PROGRESS_EVERY rows within it,
+# and with the phase's total when it ends; never twice in a row with the same arguments.
+Progress = Callable[[Phase, int], None]
+
+
 def import_csv(
     conn: psycopg.Connection[Any],
-    path: Path,
+    source: str | os.PathLike[str] | TextIO,
     *,
-    progress: Callable[[int], None] | None = None,
+    name: str | None = None,
+    progress: Progress | None = None,
 ) -> int:
-    """Import every tenant in the CSV file ``path``; return how many were created.
+    """Import every tenant in the CSV ``source``; return how many were created.
+
+    ``source`` is a path (opened as UTF-8, a BOM allowed; a FIFO or ``/dev/stdin`` works, as it
+    is read once, front to back) or an open text stream, which is read to its end and left open
+    (open files with ``newline=""``, as the csv module wants). ``name`` names the source in
+    :class:`ImportFailed`; the default is the file's name, or the stream's ``name``.
 
     All or nothing, and the caller owns the transaction, as everywhere in dbtools: inside the
     caller's transaction the import runs in a savepoint; on an idle connection that is not in
     autocommit it opens the caller's transaction and leaves the commit to the caller; in
     autocommit mode it is one transaction of its own. On :class:`ImportFailed` nothing is written
-    and the connection is usable. ``progress`` is called with the rows read, every 1,000 rows.
+    and the connection is usable. ``progress``, if given, follows each :class:`Phase`
+    (see :data:`Progress`).
     """
-    rows, errors = _read(path, progress)
+    report = progress or _silent
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        label = path.name if name is None else name
+        try:
+            with path.open(encoding="utf-8-sig", newline="") as handle:
+                rows, errors = _read(handle, label, report)
+        except OSError as exc:  # opening it (reading errors are caught in _read)
+            raise ImportFailed(label, [_unreadable(exc)]) from exc
+    else:
+        label = name if name is not None else str(getattr(source, "name", "<stream>"))
+        rows, errors = _read(source, label, report)
     try:
         with scope(conn, Scope.ATOMIC):
-            return _load(conn, path.name, rows, errors)
+            return _load(conn, label, rows, errors, report)
     except psycopg.errors.UniqueViolation as exc:  # another writer took a slug meanwhile
         error = RowError(None, "another writer created one of these slugs meanwhile; try again")
-        raise ImportFailed(path.name, [error]) from exc
+        raise ImportFailed(label, [error]) from exc
+
+
+def _silent(phase: Phase, count: int) -> None:
+    pass
 
 
 def _load(
@@ -80,64 +124,82 @@ def _load(
     source: str,
     rows: list[tuple[int, str, str, str]],
     errors: list[RowError],
+    report: Progress,
 ) -> int:
     with conn.cursor() as cur:
         cur.execute(CREATE_STAGING)
+        report(Phase.STAGE, 0)
         with cur.copy(COPY_STAGING) as copy:
-            for row in rows:
+            for count, row in enumerate(rows, start=1):
                 copy.write_row(row)
+                if count % PROGRESS_EVERY == 0 and count < len(rows):
+                    report(Phase.STAGE, count)
         for line, slug in cur.execute(EXISTING).fetchall():
-            errors.append(RowError(line, f"a tenant with slug {slug!r} already exists"))
+            errors.append(RowError(line, f"a tenant with slug {excerpt(slug)} already exists"))
+        if rows:
+            report(Phase.STAGE, len(rows))
         if errors:
             raise ImportFailed(source, sorted(errors, key=lambda e: e.line or 0))
+        report(Phase.INSERT, 0)
         cur.execute(INSERT_ALL)
         created = cur.rowcount
         cur.execute(DROP_STAGING)  # not left to the commit: the caller's transaction goes on
+        if created:
+            report(Phase.INSERT, created)
         return created
 
 
 def _read(
-    path: Path, progress: Callable[[int], None] | None
+    handle: TextIO, source: str, report: Progress
 ) -> tuple[list[tuple[int, str, str, str]], list[RowError]]:
     """The good rows as (line, slug, name, settings JSON), and the errors of the bad ones."""
     rows: list[tuple[int, str, str, str]] = []
     errors: list[RowError] = []
     first_line: dict[str, int] = {}
+    report(Phase.READ, 0)
+    count = 0
     try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            records = _records(csv.reader(handle, strict=True))
-            header = next(records, None)
-            if header is None:
-                raise ImportFailed(path.name, [RowError(1, "the file is empty")])
-            columns = tuple(field.strip().lower() for field in header[1])
-            if columns not in HEADERS:
-                message = (
-                    f"the header must be slug,name or slug,name,settings, not {','.join(header[1])}"
-                )
-                raise ImportFailed(path.name, [RowError(1, message)])
-            for count, (line, fields) in enumerate(records, start=1):
-                if progress is not None and count % PROGRESS_EVERY == 0:
-                    progress(count)
-                if not fields:
-                    continue  # a blank line
-                try:
-                    row = _row(line, fields, len(columns), first_line)
-                except (DbToolsError, ValueError) as exc:
-                    errors.append(RowError(line, str(exc)))
-                else:
-                    rows.append(row)
+        records = _records(csv.reader(handle, strict=True))
+        header = next(records, None)
+        if header is None:
+            raise ImportFailed(source, [RowError(1, "the file is empty")])
+        names = header[1]
+        if names and names[0].startswith(BOM):  # a stream decoded as utf-8, not utf-8-sig
+            names[0] = names[0][len(BOM) :]
+        columns = tuple(name.strip().lower() for name in names)
+        if columns not in HEADERS:
+            # A shorter excerpt than elsewhere: the "header" may be the first line of any file
+            # at all (/etc/shadow), and a right one is 18 characters.
+            found = excerpt(",".join(names[: len(HEADERS[-1]) + 1]), HEADER_EXCERPT)
+            message = f"the header must be slug,name or slug,name,settings, not {found}"
+            raise ImportFailed(source, [RowError(1, message)])
+        for count, (line, fields) in enumerate(records, start=1):
+            if count % PROGRESS_EVERY == 0:
+                report(Phase.READ, count)
+            if not fields:
+                continue  # a blank line
+            try:
+                row = _row(line, fields, len(columns), first_line)
+            except (DbToolsError, ValueError) as exc:
+                errors.append(RowError(line, str(exc)))
+            else:
+                rows.append(row)
     except OSError as exc:
-        raise ImportFailed(
-            path.name, [RowError(None, f"cannot read the file: {exc.strerror}")]
-        ) from exc
+        raise ImportFailed(source, [_unreadable(exc)]) from exc
     except UnicodeDecodeError as exc:
         raise ImportFailed(
-            path.name, [RowError(None, f"the file is not UTF-8 ({exc.reason})")]
+            source, [RowError(None, f"the file is not UTF-8 ({exc.reason})")]
         ) from exc
     except _MalformedRecord as exc:
         error = RowError(exc.line, f"malformed CSV: {exc.reason} (the rest was not read)")
-        raise ImportFailed(path.name, [*errors, error]) from exc
+        raise ImportFailed(source, [*errors, error]) from exc
+    if count % PROGRESS_EVERY:
+        report(Phase.READ, count)
     return rows, errors
+
+
+def _unreadable(exc: OSError) -> RowError:
+    return RowError(None, f"cannot read the file: {exc.strerror or exc}")
 
 
 class _MalformedRecord(Exception):
@@ -168,7 +230,7 @@ def _row(
         raise ValueError(f"expected {width} fields, found {len(fields)}")
     slug = validate_slug(fields[0])
     if slug in first_line:
-        raise ValueError(f"duplicate slug {slug!r} (first on line {first_line[slug]})")
+        raise ValueError(f"duplicate slug {excerpt(slug)} (first on line {first_line[slug]})")
     first_line[slug] = line
     name = tenants.validate_name(slug, fields[1])
     raw = fields[2].strip() if width == 3 and len(fields) == 3 else ""
@@ -177,9 +239,10 @@ def _row(
         try:
             settings = json.loads(raw, parse_constant=_reject_constant)
         except ValueError as exc:
-            raise ValueError(f"settings of tenant {slug!r} are not valid JSON: {exc}") from None
+            message = f"settings of tenant {excerpt(slug)} are not valid JSON: {exc}"
+            raise ValueError(message) from None
         except RecursionError:
-            raise ValueError(f"settings of tenant {slug!r} are nested too deeply") from None
+            raise ValueError(f"settings of tenant {excerpt(slug)} are nested too deeply") from None
     return line, slug, name, tenants.settings_json(slug, settings)
 
 

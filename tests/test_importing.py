@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import re
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,9 @@ import pytest
 from psycopg import pq
 
 from dbtools import tenants
-from dbtools.errors import DbToolsError
-from dbtools.importing import ImportFailed, RowError, import_csv
+from dbtools.errors import DbToolsError, InvalidSlug, excerpt
+from dbtools.importing import ImportFailed, Phase, RowError, import_csv
+from dbtools.slugs import validate_slug
 from tests.helpers import INJECTION, Cli, CliResult, row_count
 
 Conn = psycopg.Connection[Any]
@@ -408,6 +410,145 @@ def test_every_bad_row_is_reported_in_line_order(
     assert slugs_in(conn) == ["taken"]
 
 
+# --- bounded output ----------------------------------------------------------------------------
+
+HUGE = 100_000
+SHADOW_HASH = "Q" * 86
+EVIL = "\x1b[2J\x1b]0;pwned\x07"  # clears the screen, sets the terminal's title
+
+
+@pytest.mark.parametrize(
+    ("content", "kind"),
+    [
+        pytest.param(f"root:$6$saltsalt${SHADOW_HASH}:19000:0:99999:7:::\n", "header", id="shadow"),
+        pytest.param(f"{EVIL}{'h' * HUGE},name\nacme,Acme\n", "header", id="huge-header"),
+        pytest.param(f"slug,name\n{GOOD}{'x' * HUGE},Long\n", "invalid tenant slug", id="slug"),
+        pytest.param(f"slug,name\n{GOOD}{EVIL}abc,Evil\n", "invalid tenant slug", id="evil-slug"),
+        pytest.param(f"slug,name\n{GOOD}acme,{EVIL}{'n' * HUGE}\n", "invalid name", id="name"),
+        pytest.param(
+            f"slug,name,settings\n{GOOD}acme,Acme,{{{EVIL}{'s' * HUGE}}}\n", "JSON", id="json"
+        ),
+        pytest.param(
+            f'slug,name\n{GOOD}acme,"{EVIL}{"q" * HUGE}" trailing\n', "malformed CSV", id="csv"
+        ),
+        pytest.param(f"slug,name\n{GOOD}{GOOD}", "duplicate slug", id="duplicate"),
+        pytest.param(f"slug,name\n{GOOD}taken,Again\n", "already exists", id="existing"),
+    ],
+)
+def test_every_message_quotes_at_most_a_short_escaped_excerpt(
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path, content: str, kind: str
+) -> None:
+    tenants.create(conn, "taken", "Taken")
+    path = write_file(tmp_path, content)
+    result = run_import(cli, db_url, path)
+    (_, message), *_ = reported(result)
+    assert kind in message
+    assert max(len(line) for line in result.stderr.splitlines()) <= 200, result.stderr[:500]
+    assert "\x1b" not in result.stderr
+    assert SHADOW_HASH[:20] not in result.stderr
+    failure = json.loads(run_import(cli, db_url, path, "--json").stdout)
+    assert all(len(error["message"]) <= 200 for error in failure["errors"])
+    assert all("\x1b" not in error["message"] for error in failure["errors"])
+    assert slugs_in(conn) == ["taken"]
+
+
+def test_an_invalid_slug_keeps_its_whole_value_and_quotes_an_excerpt() -> None:
+    slug = "x" * HUGE
+    with pytest.raises(InvalidSlug) as caught:
+        validate_slug(slug)
+    assert caught.value.slug == slug
+    assert str(caught.value).startswith(f"invalid tenant slug {'x' * 60!r}... (100000 characters)")
+    assert len(str(caught.value)) < 200
+
+
+@pytest.mark.parametrize(
+    ("value", "quoted"),
+    [
+        pytest.param("a" * 50, repr("a" * 50), id="longest-valid-slug-whole"),
+        pytest.param("it's", '"it\'s"', id="repr-quoting"),
+        pytest.param("a\x1bb", "'a\\x1bb'", id="escaped"),
+        pytest.param("\x00" * 100, f"{chr(0) * 15!r}... (100 characters)", id="escapes-count"),
+        pytest.param(["a" * 1000], "['aaaaaaaaaaaa...aaaaaaaaaaaaa']", id="not-a-string"),
+    ],
+)
+def test_excerpt(value: object, quoted: str) -> None:
+    assert excerpt(value) == quoted
+
+
+@pytest.mark.parametrize(("bad", "shown"), [(20, 20), (21, 20), (1000, 20)])
+def test_a_reimport_prints_the_first_20_bad_rows_and_how_many_more(
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path, bad: int, shown: int
+) -> None:
+    rows = [["slug", "name"], *([f"tenant-{i:04d}", f"Tenant {i}"] for i in range(bad))]
+    path = write_rows(tmp_path, rows)
+    assert run_import(cli, db_url, path).returncode == 0
+    result = run_import(cli, db_url, path)
+    assert result.returncode == 1
+    *lines, last = result.stderr.splitlines()
+    assert last == f"dbtools: error: {FILE_NAME}: {bad} bad rows, nothing imported"
+    expected = [
+        f"{FILE_NAME}: line {i + 2}: a tenant with slug 'tenant-{i:04d}' already exists"
+        for i in range(shown)
+    ]
+    if bad > shown:
+        expected.append(f"{FILE_NAME}: ... and {bad - shown} more (--json lists every one)")
+    assert lines == expected
+    document = json.loads(run_import(cli, db_url, path, "--json").stdout)
+    assert [error["line"] for error in document["errors"]] == list(range(2, bad + 2))
+    assert row_count(conn) == bad
+
+
+# --- progress on a terminal --------------------------------------------------------------------
+
+
+def test_progress_on_a_terminal_covers_read_copy_and_insert(
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    rows = [["slug", "name"], *([f"tenant-{i:04d}", f"Tenant {i}"] for i in range(2500))]
+    result = run_import(cli, db_url, write_rows(tmp_path, rows))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"imported 2500 tenants from {tmp_path / FILE_NAME}\n"
+    steps = [step.rstrip() for step in result.stderr.split("\r")]
+    assert steps[0] == ""  # every step rewrites the one line
+    assert steps[1:] == [
+        "reading: 0 rows",
+        "reading: 1,000 rows",
+        "reading: 2,000 rows",
+        "reading: 2,500 rows",
+        "staging (COPY): 0 rows",
+        "staging (COPY): 1,000 rows",
+        "staging (COPY): 2,000 rows",
+        "staging (COPY): 2,500 rows",
+        "inserting 2,500 tenants...",
+        "inserted 2,500 tenants",
+    ]
+    assert result.stderr.endswith("\n")  # the line is ended: the shell prompt starts afresh
+    assert row_count(conn) == 2500
+
+
+def test_progress_line_is_ended_before_the_bad_rows(
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    result = run_import(cli, db_url, write_file(tmp_path, f"slug,name\n{GOOD}Bad,Bad\n"))
+    assert result.returncode == 1
+    progress, *errors = result.stderr.split("\n")
+    assert progress.startswith("\rreading: 0 rows")
+    assert errors[0].startswith(f"{FILE_NAME}: line 3: invalid tenant slug 'Bad'")
+    assert errors[1:] == [f"dbtools: error: {FILE_NAME}: 1 bad row, nothing imported", ""]
+
+
+def test_no_progress_with_json_even_on_a_terminal(
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    result = run_import(cli, db_url, write_file(tmp_path, f"slug,name\n{GOOD}"), "--json")
+    assert result.returncode == 0
+    assert result.stderr == ""
+    assert json.loads(result.stdout) == {"imported": 1, "errors": []}
+
+
 # --- exit codes --------------------------------------------------------------------------------
 
 
@@ -420,7 +561,7 @@ def test_unreachable_database_exits_3(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_database_not_migrated_exits_3(cli: Cli, db_url: str, tmp_path: Path) -> None:
-    rolled_back = cli("--database-url", db_url, "rollback")
+    rolled_back = cli("--database-url", db_url, "rollback", "--count", "1000")  # every one
     assert rolled_back.returncode == 0, rolled_back.stderr
     result = run_import(cli, db_url, write_file(tmp_path, f"slug,name\n{GOOD}"))
     assert result.returncode == 3, result.stderr
@@ -483,11 +624,86 @@ def test_import_failed_carries_row_errors_with_line_and_message(conn: Conn, tmp_
     assert slugs_in(conn) == ["taken"]
 
 
-def test_progress_is_called_every_thousand_rows(conn: Conn, tmp_path: Path) -> None:
+def test_progress_follows_every_phase_to_the_end_of_the_insert(conn: Conn, tmp_path: Path) -> None:
     rows = [["slug", "name"], *([f"tenant-{i:04d}", f"Tenant {i}"] for i in range(2500))]
-    calls: list[int] = []
-    assert import_csv(conn, write_rows(tmp_path, rows), progress=calls.append) == 2500
-    assert calls == [1000, 2000]
+    calls: list[tuple[Phase, int]] = []
+    stored_when_inserting: list[int] = []
+
+    def progress(phase: Phase, count: int) -> None:
+        calls.append((phase, count))
+        if phase is Phase.INSERT:  # the connection is idle between statements: look
+            stored_when_inserting.append(row_count(conn))
+
+    assert import_csv(conn, write_rows(tmp_path, rows), progress=progress) == 2500
+    assert calls == [
+        (Phase.READ, 0),
+        (Phase.READ, 1000),
+        (Phase.READ, 2000),
+        (Phase.READ, 2500),
+        (Phase.STAGE, 0),
+        (Phase.STAGE, 1000),
+        (Phase.STAGE, 2000),
+        (Phase.STAGE, 2500),
+        (Phase.INSERT, 0),
+        (Phase.INSERT, 2500),
+    ]
+    assert stored_when_inserting == [0, 2500]  # called before the INSERT, and after it
+
+
+def test_progress_of_a_refused_import_stops_before_the_insert(conn: Conn, tmp_path: Path) -> None:
+    tenants.create(conn, "taken", "Taken")
+    calls: list[tuple[Phase, int]] = []
+    path = write_file(tmp_path, f"slug,name\n{GOOD}taken,Again\nBad,Bad\n")
+    with pytest.raises(ImportFailed):
+        import_csv(conn, path, progress=lambda phase, count: calls.append((phase, count)))
+    # good-one and taken are staged: the database finds that taken exists
+    assert calls == [(Phase.READ, 0), (Phase.READ, 3), (Phase.STAGE, 0), (Phase.STAGE, 2)]
+
+
+def test_progress_of_a_header_only_file_names_each_phase_once(conn: Conn, tmp_path: Path) -> None:
+    calls: list[tuple[Phase, int]] = []
+    path = write_file(tmp_path, "slug,name\n")
+    import_csv(conn, path, progress=lambda phase, count: calls.append((phase, count)))
+    assert calls == [(Phase.READ, 0), (Phase.STAGE, 0), (Phase.INSERT, 0)]
+
+
+# --- sources: a path or an open text stream ----------------------------------------------------
+
+
+def test_import_csv_reads_an_open_text_stream_and_leaves_it_open(conn: Conn) -> None:
+    stream = io.StringIO('slug,name,settings\r\nacme,"Acme\r\nCorp",{}\r\nbeta,Beta,\r\n')
+    assert import_csv(conn, stream) == 2
+    assert stored(conn, "acme").name == "Acme\r\nCorp"  # as from a file opened with newline=""
+    assert not stream.closed  # the caller's to close
+
+
+def test_a_stream_decoded_without_utf8_sig_may_still_start_with_a_bom(conn: Conn) -> None:
+    stream = io.TextIOWrapper(io.BytesIO(b"\xef\xbb\xbfslug,name\nacme,Acme\n"), encoding="utf-8")
+    assert import_csv(conn, stream) == 1
+    assert slugs_in(conn) == ["acme"]
+
+
+def test_a_stream_is_named_by_name_or_its_own_name(conn: Conn) -> None:
+    with pytest.raises(ImportFailed) as caught:
+        import_csv(conn, io.StringIO("slug,name\nBad,Bad\n"), name="upload #7")
+    assert str(caught.value) == "upload #7: 1 bad row, nothing imported"
+    with pytest.raises(ImportFailed) as caught:
+        import_csv(conn, io.StringIO("slug,name\nBad,Bad\n"))
+    assert caught.value.source == "<stream>"
+    assert row_count(conn) == 0
+
+
+def test_import_csv_takes_a_path_as_a_string(conn: Conn, tmp_path: Path) -> None:
+    assert import_csv(conn, str(write_file(tmp_path, f"slug,name\n{GOOD}"))) == 1
+    assert slugs_in(conn) == ["good-one"]
+
+
+def test_a_path_that_cannot_be_opened_is_one_error_for_the_whole_file(
+    conn: Conn, tmp_path: Path
+) -> None:
+    with pytest.raises(ImportFailed) as caught:
+        import_csv(conn, tmp_path)  # a directory
+    assert [str(e) for e in caught.value.errors] == ["cannot read the file: Is a directory"]
 
 
 def test_failure_inside_a_transaction_block_keeps_it_and_its_earlier_writes(

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import stat
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
 
 from dbtools.cli.base import Commands, Context, argument, printable, say, table
 from dbtools.cli.exits import Exit
 from dbtools.cli.migrations import positive_int
 
 if TYPE_CHECKING:
+    from dbtools.errors import ImportFailed
+    from dbtools.importing import Phase
     from dbtools.tenants import Tenant
 
 commands = Commands()
@@ -61,15 +67,57 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def _readable_file(text: str) -> Path:
+STDIN: Final = "-"
+# Bad rows printed by `tenants import` on stderr; --json lists every one.
+SHOWN_ERRORS = 20
+
+
+def _csv_file(text: str) -> Path | Literal["-"]:
+    """``-`` (standard input), or the path of something to read: a regular file, a FIFO, a
+    device such as ``/dev/stdin``. Only a directory, or what is missing or unreadable, is
+    refused here; nothing is opened yet (opening a FIFO waits for its writer)."""
+    if text == STDIN:
+        return STDIN
     path = Path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"no such file: {text}")
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"not a regular file: {text}")
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise argparse.ArgumentTypeError(f"no such file: {text}") from None
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise argparse.ArgumentTypeError(f"{text} is a directory, not a CSV file")
     if not os.access(path, os.R_OK):
         raise argparse.ArgumentTypeError(f"cannot read {text}: permission denied")
     return path
+
+
+class _ProgressLine:
+    """An import's progress as one line of stderr, rewritten in place (for a terminal)."""
+
+    def __init__(self) -> None:
+        self.width = 0
+        self.staged = 0
+
+    def __call__(self, phase: Phase, count: int) -> None:
+        # By value: importing Phase here would load psycopg whenever the CLI starts.
+        if phase.value == "read":
+            text = f"reading: {count:,} rows"
+        elif phase.value == "stage":
+            self.staged = count
+            text = f"staging (COPY): {count:,} rows"
+        elif count == 0:
+            text = f"inserting {self.staged:,} tenants..."
+        else:
+            text = f"inserted {count:,} tenants"
+        print(f"\r{text.ljust(self.width)}", end="", file=sys.stderr, flush=True)
+        self.width = len(text)
+
+    def end(self) -> None:
+        """End the line, so that what follows starts on a line of its own."""
+        if self.width:
+            print(file=sys.stderr, flush=True)
+            self.width = 0
 
 
 @commands.command(
@@ -221,34 +269,58 @@ def delete(ctx: Context, slug: str, yes: bool) -> int:
 @commands.command(
     "tenants import",
     help="create tenants from CSV, all or nothing",
-    example="dbtools tenants import tenants.csv\n\n"
-    "The file's header is slug,name or slug,name,settings (settings: a JSON object).",
-    arguments=[argument("file", type=_readable_file, metavar="FILE.csv")],
+    example="dbtools tenants import tenants.csv\n"
+    "  gunzip -c tenants.csv.gz | dbtools tenants import -\n\n"
+    "The file's header is slug,name or slug,name,settings (settings: a JSON object). FILE may\n"
+    "be - (standard input), /dev/stdin, a FIFO or <(command). The first "
+    f"{SHOWN_ERRORS} bad rows are\nprinted; --json lists every one.",
+    arguments=[argument("file", type=_csv_file, metavar="FILE.csv")],
 )
-def import_(ctx: Context, file: Path) -> int:
+def import_(ctx: Context, file: Path | Literal["-"]) -> int:
     from dbtools import importing
     from dbtools.errors import ImportFailed
 
-    progress = None
-    if sys.stderr.isatty() and not ctx.json:
-
-        def progress(rows: int) -> None:
-            print(f"\rread {rows:,} rows", end="", file=sys.stderr, flush=True)
-
-    with ctx.connect() as conn:
-        try:
-            imported = importing.import_csv(conn, file, progress=progress)
-        except ImportFailed as failure:
-            if progress is not None:
-                print(file=sys.stderr)
+    progress = _ProgressLine() if sys.stderr.isatty() and not ctx.json else None
+    try:
+        with _opened(file) as source, ctx.connect() as conn:
+            name = None if isinstance(file, Path) else "<stdin>"
+            imported = importing.import_csv(conn, source, name=name, progress=progress)
+    except ImportFailed as failure:
+        if progress is not None:
+            progress.end()
+        if ctx.json:
             errors = [{"line": e.line, "message": e.message} for e in failure.errors]
-            if ctx.json:
-                ctx.emit({"imported": 0, "errors": errors}, "")
-            else:
-                for error in failure.errors:
-                    say(printable(f"{failure.source}: {error}"), err=True)
-            raise
-    if progress is not None:
-        print(file=sys.stderr)
-    ctx.emit({"imported": imported, "errors": []}, f"imported {imported} tenants from {file}")
+            ctx.emit({"imported": 0, "errors": errors}, "")
+        else:
+            _say_bad_rows(failure)
+        raise
+    finally:
+        if progress is not None:
+            progress.end()
+    where = printable(str(file)) if isinstance(file, Path) else "standard input"
+    ctx.emit({"imported": imported, "errors": []}, f"imported {imported} tenants from {where}")
     return Exit.OK
+
+
+@contextmanager
+def _opened(file: Path | Literal["-"]) -> Iterator[Path | TextIO]:
+    """A path as it is (the import opens it), or for ``-`` standard input as the csv module
+    wants it whatever the locale: UTF-8, a BOM allowed, line ends untouched. The wrapper is
+    detached afterwards, so that sys.stdin itself stays open."""
+    if isinstance(file, Path):
+        yield file
+        return
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
+    try:
+        yield stdin
+    finally:
+        stdin.detach()
+
+
+def _say_bad_rows(failure: ImportFailed) -> None:
+    """The first SHOWN_ERRORS bad rows on stderr, one line each, then how many more there are."""
+    for error in failure.errors[:SHOWN_ERRORS]:
+        say(printable(f"{failure.source}: {error}"), err=True)
+    more = len(failure.errors) - SHOWN_ERRORS
+    if more > 0:
+        say(printable(f"{failure.source}: ... and {more} more (--json lists every one)"), err=True)
