@@ -1,0 +1,207 @@
+"""The ``tenants`` table for services that use SQLAlchemy: ``metadata`` and the mapped ``Tenant``.
+
+The SQL migrations in ``sql/`` are the source of truth of the table; this module is a mirror of
+what they build, for SQLAlchemy 2 code (``pip install 'dbtools[sqlalchemy]'``)::
+
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.orm import Session
+    from dbtools.sqlalchemy import Tenant
+
+    engine = create_engine("postgresql+psycopg://app@db.internal/dbtools_system")
+    with Session(engine) as session, session.begin():
+        session.add(Tenant(slug="acme", name="Acme Corp"))       # status, id, times: the server's
+        acme = session.scalars(select(Tenant).where(Tenant.slug == "acme")).one()
+
+A test (``tests/test_sqlalchemy.py``) keeps the mirror exact: Alembic's autogenerate finds no
+difference between ``metadata`` and a migrated database, and the catalog of a database built by
+``metadata.create_all`` (every column, type, collation, default, constraint with its definition,
+and every comment) equals that of the migrated one. A migration that changes the table fails that
+test until this module is changed to match.
+
+What the mirror does not model: the trigger ``tenants_timestamps`` and its function
+``tg_tenants__timestamps``, so nor the rules they enforce (``id`` and ``created_at`` never change,
+raising check_violation naming ``tenants_id_immutable`` / ``tenants_created_at_immutable``;
+``updated_at`` is kept by the server whatever an UPDATE writes), and the comments on the enum type
+and on the trigger. Those rules still hold for SQLAlchemy clients, because the database applies
+them; ``updated_at`` is declared server-updated, so the ORM reads it back after every flush.
+
+SQLAlchemy must never create or drop this table, nor its type: it belongs to the migrations.
+``tenant_status`` has ``create_type=False``; a service that runs Alembic autogenerate keeps
+``tenants`` out of it with ``include_object`` (see the README, "Using the table from SQLAlchemy").
+``settings`` is a plain JSONB column: assign a new dict to change it, as in-place mutation of the
+dict is not tracked.
+
+The constraint names are those of :mod:`dbtools.tenants` where it has them, so an
+``IntegrityError`` maps with ``exc.orig.diag.constraint_name == SLUG_FORMAT_CHECK``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import uuid
+from typing import Any
+
+try:
+    from sqlalchemy import (
+        CheckConstraint,
+        DateTime,
+        FetchedValue,
+        MetaData,
+        PrimaryKeyConstraint,
+        Text,
+        UniqueConstraint,
+        Uuid,
+        text,
+    )
+    from sqlalchemy.dialects.postgresql import ENUM, JSONB
+    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+except ModuleNotFoundError as exc:  # only a missing SQLAlchemy; a broken install is re-raised
+    if (exc.name or "").partition(".")[0] != "sqlalchemy":
+        raise
+    raise ImportError(
+        "dbtools.sqlalchemy needs SQLAlchemy 2: install it with pip install 'dbtools[sqlalchemy]'"
+    ) from exc
+
+from dbtools.tenants import (
+    NAME_LENGTH_CHECK,
+    NAME_NOT_BLANK_CHECK,
+    SETTINGS_OBJECT_CHECK,
+    SLUG_FORMAT_CHECK,
+    SLUG_KEY,
+    TenantStatus,
+)
+
+__all__ = [
+    "CREATED_AT_IMMUTABLE",
+    "ID_IMMUTABLE",
+    "NAME_LENGTH_CHECK",
+    "NAME_NOT_BLANK_CHECK",
+    "PKEY",
+    "SETTINGS_OBJECT_CHECK",
+    "SLUG_FORMAT_CHECK",
+    "SLUG_KEY",
+    "TABLE",
+    "UPDATED_AT_CHECK",
+    "Base",
+    "Tenant",
+    "TenantStatus",
+    "metadata",
+]
+
+TABLE = "tenants"
+# The constraint names tenants.py does not need, equal to those in sql/.
+PKEY = "tenants_pkey"
+UPDATED_AT_CHECK = "tenants_updated_at_check"
+# Not constraints of the table: the names the trigger tg_tenants__timestamps reports (SQLSTATE
+# check_violation) when an UPDATE changes id or created_at.
+ID_IMMUTABLE = "tenants_id_immutable"
+CREATED_AT_IMMUTABLE = "tenants_created_at_immutable"
+
+
+def _labels(enum_class: type[enum.Enum]) -> list[str]:
+    """The SQL labels of an enum class: its values (SQLAlchemy would store the names)."""
+    return [str(member.value) for member in enum_class]
+
+
+class Base(DeclarativeBase):
+    """The declarative base of the mirror; its ``metadata`` holds the ``tenants`` table only."""
+
+    metadata = MetaData()
+
+
+metadata = Base.metadata
+
+
+class Tenant(Base):
+    """One tenant of the platform: a row of the ``tenants`` table (as ``sql/`` defines it)."""
+
+    __tablename__ = TABLE
+    __table_args__ = (
+        PrimaryKeyConstraint(
+            "id",
+            name=PKEY,
+            comment="A tenant is identified by a generated UUID that never changes.",
+        ),
+        UniqueConstraint("slug", name=SLUG_KEY, comment="No two tenants share a slug."),
+        CheckConstraint(
+            "slug ~ '^[a-z0-9][a-z0-9-]{1,48}[a-z0-9]$'",
+            name=SLUG_FORMAT_CHECK,
+            comment=(
+                "A slug is 3 to 50 lowercase ASCII letters, digits and hyphens, starting and "
+                "ending with a letter or digit."
+            ),
+        ),
+        CheckConstraint(
+            r"name ~ '[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f"
+            r"\u205f\u3000]'",
+            name=NAME_NOT_BLANK_CHECK,
+            comment=(
+                "A name is not blank: it holds at least one character outside Unicode's "
+                "White_Space set."
+            ),
+        ),
+        CheckConstraint(
+            "char_length(name) <= 255",
+            name=NAME_LENGTH_CHECK,
+            comment="A name is at most 255 characters long.",
+        ),
+        CheckConstraint(
+            "jsonb_typeof(settings) = 'object'",
+            name=SETTINGS_OBJECT_CHECK,
+            comment="Settings are a JSON object: never an array, a string, a number, a boolean "
+            "or null.",
+        ),
+        CheckConstraint(
+            "updated_at >= created_at",
+            name=UPDATED_AT_CHECK,
+            comment="A row is never updated before it was created.",
+        ),
+        {
+            "comment": (
+                "Every customer (tenant) of the platform; application code looks a tenant up by "
+                "slug on every request."
+            )
+        },
+    )
+    # Server defaults and the trigger's updated_at come back with the INSERT or UPDATE itself
+    # (RETURNING), not with a SELECT on first access.
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - SQLAlchemy's own convention
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        Uuid,
+        server_default=text("gen_random_uuid()"),
+        comment="Stable identifier, generated on insert and never changed.",
+    )
+    slug: Mapped[str] = mapped_column(
+        Text(collation="C"),
+        comment="URL-safe handle: 3-50 of a-z, 0-9 and -, no leading or trailing hyphen. Unique.",
+    )
+    name: Mapped[str] = mapped_column(
+        Text, comment="Display name: not blank, at most 255 characters."
+    )
+    status: Mapped[TenantStatus] = mapped_column(
+        # The type belongs to the migrations: never created or dropped by SQLAlchemy.
+        ENUM(TenantStatus, name="tenant_status", create_type=False, values_callable=_labels),
+        server_default=text("'active'"),
+        comment="Whether the tenant is served (active) or refused service (suspended).",
+    )
+    settings: Mapped[dict[str, Any]] = mapped_column(
+        JSONB,
+        server_default=text("'{}'"),
+        comment="Per-tenant configuration, always a JSON object.",
+    )
+    created_at: Mapped[datetime.datetime] = mapped_column(
+        DateTime(timezone=True),
+        server_default=text("now()"),
+        comment="When the row was inserted; never changed by an update.",
+    )
+    updated_at: Mapped[datetime.datetime] = mapped_column(
+        DateTime(timezone=True),
+        server_default=text("now()"),
+        server_onupdate=FetchedValue(),  # set by the trigger on every UPDATE that changes the row
+        comment=(
+            "When the row last changed; kept by trigger tenants_timestamps, untouched by updates "
+            "that change nothing."
+        ),
+    )
