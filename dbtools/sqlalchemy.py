@@ -27,7 +27,8 @@ them; ``updated_at`` is declared server-updated, so the ORM reads it back after 
 
 SQLAlchemy must never create or drop this table, nor its type: it belongs to the migrations.
 ``tenant_status`` has ``create_type=False``; a service that runs Alembic autogenerate keeps
-``tenants`` out of it with ``include_object`` (see the README, "Using the table from SQLAlchemy").
+``tenants`` and the migrations' bookkeeping tables out of it with :func:`include_object` (see the
+README, "Using the table from SQLAlchemy").
 ``settings`` is a plain JSONB column: assign a new dict to change it, as in-place mutation of the
 dict is not tracked.
 
@@ -75,6 +76,7 @@ from dbtools.tenants import (
 __all__ = [
     "CREATED_AT_IMMUTABLE",
     "ID_IMMUTABLE",
+    "MIGRATION_OWNED_TABLES",
     "NAME_LENGTH_CHECK",
     "NAME_NOT_BLANK_CHECK",
     "PKEY",
@@ -86,6 +88,7 @@ __all__ = [
     "Base",
     "Tenant",
     "TenantStatus",
+    "include_object",
     "metadata",
 ]
 
@@ -97,6 +100,29 @@ UPDATED_AT_CHECK = "tenants_updated_at_check"
 # check_violation) when an UPDATE changes id or created_at.
 ID_IMMUTABLE = "tenants_id_immutable"
 CREATED_AT_IMMUTABLE = "tenants_created_at_immutable"
+# Every table the dbtools migrations own: tenants, yoyo's bookkeeping, dbtools' checksums.
+MIGRATION_OWNED_TABLES = frozenset(
+    {
+        TABLE,
+        "_yoyo_migration",
+        "_yoyo_log",
+        "_yoyo_version",
+        "yoyo_lock",
+        "_dbtools_migration_checksum",
+    }
+)
+
+
+def include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """An Alembic ``include_object`` hook for another service's ``env.py``: leaves out every
+    table the dbtools migrations own, and what belongs to them (columns, indexes, constraints),
+    so that the service's autogenerate neither alters nor drops them."""
+    if type_ == "table":
+        return name not in MIGRATION_OWNED_TABLES
+    table = getattr(obj, "table", None)
+    return getattr(table, "name", None) not in MIGRATION_OWNED_TABLES
 
 
 def _labels(enum_class: type[enum.Enum]) -> list[str]:

@@ -18,7 +18,19 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from psycopg import errors as pg_errors
 from psycopg import sql
-from sqlalchemy import URL, Column, Engine, MetaData, String, Table, Text, create_engine, select
+from sqlalchemy import (
+    URL,
+    Column,
+    Engine,
+    ForeignKey,
+    MetaData,
+    String,
+    Table,
+    Text,
+    Uuid,
+    create_engine,
+    select,
+)
 from sqlalchemy.dialects.postgresql import ENUM
 from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session
@@ -27,11 +39,13 @@ from dbtools import db, tenants
 from dbtools.config import Target
 from dbtools.sqlalchemy import (
     CREATED_AT_IMMUTABLE,
+    MIGRATION_OWNED_TABLES,
     SLUG_FORMAT_CHECK,
     SLUG_KEY,
     TABLE,
     Tenant,
     TenantStatus,
+    include_object,
     metadata,
 )
 from tests.helpers import SERVER, run_python
@@ -363,3 +377,39 @@ def test_without_sqlalchemy_the_import_error_says_what_to_install() -> None:
         "ImportError: dbtools.sqlalchemy needs SQLAlchemy 2: install it with "
         "pip install 'dbtools[sqlalchemy]'"
     )
+
+
+def a_service_metadata() -> MetaData:
+    """Another service's own models: a table of its own that references tenants."""
+    service = MetaData()
+    Table(
+        "invoices",
+        service,
+        Column("id", Text, primary_key=True),
+        Column("tenant_id", Uuid, ForeignKey(Tenant.id), nullable=False),
+    )
+    return service
+
+
+def service_autogenerate(engine: Engine, **opts: Any) -> list[Any]:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True, **opts})
+        return list(compare_metadata(context, a_service_metadata()))
+
+
+def test_include_object_keeps_a_service_autogenerate_off_the_migrations_tables(
+    engine: Engine,
+) -> None:
+    """Without it, the service's autogenerate would drop tenants, yoyo's history and the
+    checksums; with it, it only creates the service's own table."""
+    unfiltered = {
+        diff[1].name for diff in service_autogenerate(engine) if diff[0] == "remove_table"
+    }
+    assert unfiltered == MIGRATION_OWNED_TABLES
+    filtered = service_autogenerate(engine, include_object=include_object)
+    assert [(diff[0], diff[1].name) for diff in filtered] == [("add_table", "invoices")]
+
+
+def test_the_owned_tables_are_every_table_the_migrations_make(conn: Conn) -> None:
+    rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+    assert {row[0] for row in rows} == MIGRATION_OWNED_TABLES
