@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import logging
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, redirect_stdout, suppress
@@ -31,6 +32,8 @@ from yoyo import exceptions as yoyo_exceptions
 from yoyo import read_migrations
 from yoyo.backends import get_backend_class
 from yoyo.connections import DatabaseURI
+from yoyo.migrations import topological_sort
+from yoyo.topologicalsort import CycleError
 
 from dbtools import db
 from dbtools.config import Target
@@ -47,6 +50,8 @@ from dbtools.errors import (
 )
 
 MIGRATIONS_DIR = (Path(__file__).parent / "sql").resolve()
+# yoyo logs a traceback when a Python migration fails to import; dbtools reports it in one line.
+logging.getLogger("yoyo").addHandler(logging.NullHandler())
 MIGRATION_TABLE = "_yoyo_migration"  # yoyo's default, so the yoyo command sees the same history
 LOCK_WAIT = 10  # seconds to wait for another process's migration lock
 _YOYO_SCHEME = "postgresql+psycopg"
@@ -362,8 +367,9 @@ def _verify(conn: psycopg.Connection[Any], migrations: Any, applied: Iterable[st
 
 
 def _read(migrations_dir: Path | None) -> Any:
-    """yoyo's migrations from ``migrations_dir`` (default: :data:`MIGRATIONS_DIR`), every file
-    read once here: yoyo reads them lazily, mid-run, after the database was created."""
+    """yoyo's migrations from ``migrations_dir`` (default: :data:`MIGRATIONS_DIR`), each file
+    read, parsed and ordered here, before anything connects: yoyo would do it lazily, mid-run,
+    after the database was created."""
     migrations_dir = MIGRATIONS_DIR if migrations_dir is None else migrations_dir
     if not migrations_dir.is_dir():
         raise ConfigurationError(f"the migrations folder {migrations_dir} does not exist")
@@ -373,6 +379,8 @@ def _read(migrations_dir: Path | None) -> Any:
             for path in (Path(migration.path), _rollback_file(Path(migration.path))):
                 if path.is_file() or path == Path(migration.path):
                     path.read_bytes().decode("utf-8")
+            migration.load()  # parses it, and resolves its -- depends:
+        list(topological_sort(migrations))  # a dependency cycle (it sorts lazily)
     except OSError as exc:
         where = exc.filename or migrations_dir
         raise ConfigurationError(
@@ -381,8 +389,28 @@ def _read(migrations_dir: Path | None) -> Any:
     except UnicodeDecodeError as exc:
         raise MigrationError(f"{path} is not UTF-8 ({exc.reason})") from exc
     except yoyo_exceptions.BadMigration as exc:
-        raise MigrationError(f"cannot read the migrations in {migrations_dir}: {exc}") from exc
+        raise MigrationError(
+            f"cannot read the migrations in {migrations_dir}: {_reason(exc)}"
+        ) from exc
+    except CycleError as exc:
+        ids = ", ".join(sorted(m.id for m in exc.args[1]))
+        raise MigrationError(
+            f"cannot read the migrations in {migrations_dir}: Circular dependencies among "
+            f"these migrations: {ids}"
+        ) from exc
+    if not migrations:
+        raise ConfigurationError(f"the migrations folder {migrations_dir} holds no migration")
     return migrations
+
+
+def _reason(exc: Exception) -> str:
+    """yoyo's BadMigration in one line: (path, cause) for a Python file that does not import,
+    else a message (an unresolved dependency, a cycle)."""
+    *where, cause = exc.args or [exc]
+    text = (str(cause).strip().splitlines() or [""])[0]
+    if isinstance(cause, Exception):
+        text = f"{type(cause).__name__}: {text}"
+    return f"{Path(str(where[0])).name}: {text}" if where else text
 
 
 def _rollback_file(path: Path) -> Path:

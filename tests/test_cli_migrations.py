@@ -11,6 +11,7 @@ import pytest
 
 from dbtools import config, db, localdb, migrations
 from dbtools.config import Target
+from dbtools.errors import MigrationError
 from tests.helpers import MIGRATION_IDS, Cli, copy_migrations
 
 
@@ -219,4 +220,68 @@ def test_an_unreadable_migration_is_a_configuration_error(
     result = cli("--database-url", missing_db.url(), "migrate")
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"dbtools: error: cannot read the migrations in {folder}: ")
+    assert not migrations.database_exists(missing_db)
+
+
+def test_a_missing_migrations_folder_starts_no_embedded_cluster(
+    cli: Cli, local_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(migrations, "MIGRATIONS_DIR", tmp_path / "nowhere")
+    for command in (["migrate"], ["demo"], ["status"], ["rollback"], ["migrate", "--dry-run"]):
+        result = cli(*command)
+        assert result.returncode == 2, (command, result.stderr)
+        assert "started the embedded PostgreSQL" not in result.stdout + result.stderr
+    assert not local_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "reason"),
+    [
+        (
+            "0099_orphan.sql",
+            "-- Depends on nothing that exists.\n-- depends: 0098_gone\nSELECT 1;\n",
+            "Could not resolve dependencies in",
+        ),
+        ("0099_broken.py", "from yoyo import step\nstep(\n", "0099_broken.py: SyntaxError: "),
+    ],
+)
+def test_a_broken_migration_fails_in_one_line_before_the_database_is_created(
+    cli: Cli,
+    missing_db: Target,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    text: str,
+    reason: str,
+) -> None:
+    folder = copy_migrations(tmp_path / "sql", (name, text))
+    monkeypatch.setattr(migrations, "MIGRATIONS_DIR", folder)
+    for command in (["migrate"], ["migrate", "--dry-run"], ["status"]):
+        result = cli("--database-url", missing_db.url(), *command)
+        assert result.returncode == 3, (command, result.stderr)
+        assert result.stderr.startswith(f"dbtools: error: cannot read the migrations in {folder}")
+        assert reason in result.stderr
+        assert len(result.stderr.splitlines()) == 1
+    assert not migrations.database_exists(missing_db)
+
+
+def test_a_dependency_cycle_is_a_migration_error(tmp_path: Path) -> None:
+    folder = copy_migrations(
+        tmp_path / "sql",
+        ("0098_a.sql", "-- A.\n-- depends: 0099_b\nSELECT 1;\n"),
+        ("0099_b.sql", "-- B.\n-- depends: 0098_a\nSELECT 1;\n"),
+    )
+    with pytest.raises(MigrationError, match="Circular dependencies among these migrations"):
+        migrations.listed(folder)
+
+
+def test_a_folder_without_migrations_is_a_configuration_error(
+    cli: Cli, missing_db: Target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(migrations, "MIGRATIONS_DIR", tmp_path)
+    result = cli("--database-url", missing_db.url(), "migrate")
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"dbtools: error: the migrations folder {tmp_path} holds no migration\n",
+    )
     assert not migrations.database_exists(missing_db)

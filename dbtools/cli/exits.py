@@ -40,7 +40,8 @@ MEANINGS = {
     Exit.OK: "success",
     Exit.DOMAIN: "domain error: tenant not found, duplicate slug, invalid input, bad CSV rows, "
     "schema drift",
-    Exit.USAGE: "usage or configuration error: a bad option, a malformed DATABASE_URL",
+    Exit.USAGE: "usage or configuration error: a bad option, a malformed or missing "
+    "DATABASE_URL, a missing, unreadable or empty migrations folder",
     Exit.UNAVAILABLE: "the database cannot be reached, the connection was lost, it is not "
     "migrated (or status: migrations are pending), a migration failed or was edited, the "
     "embedded cluster or pg_dump failed",

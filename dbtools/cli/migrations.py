@@ -25,8 +25,8 @@ def create_and_apply(ctx: Context) -> tuple[bool, list[str]]:
     ``demo`` share."""
     from dbtools import migrations
 
+    migrations.listed()  # a missing or broken folder fails before anything is created or started
     target = ctx.target()
-    migrations.listed()  # a missing or unreadable folder fails before anything is created
     created = migrations.ensure_database(target)
     if created:
         ctx.note(f"created database {target.dbname!r}")
@@ -47,6 +47,7 @@ def migrate(ctx: Context, dry_run: bool) -> int:
     from dbtools import migrations
 
     if dry_run:
+        migrations.listed()  # before the embedded cluster is started
         plan = migrations.plan(ctx.target())
         document = {
             "database": plan.database,
@@ -74,6 +75,7 @@ def migrate(ctx: Context, dry_run: bool) -> int:
 def rollback(ctx: Context, count: int) -> int:
     from dbtools import migrations
 
+    migrations.listed()  # before the embedded cluster is started
     rolled_back = migrations.rollback(ctx.target(), count=count)
     human = "\n".join(f"rolled back {migration_id}" for migration_id in rolled_back)
     ctx.emit({"rolled_back": rolled_back}, human or "nothing to roll back")
@@ -88,6 +90,7 @@ def rollback(ctx: Context, count: int) -> int:
 def status(ctx: Context) -> int:
     from dbtools import migrations
 
+    migrations.listed()  # before the embedded cluster is started
     states = migrations.status(ctx.target())
     pending = sum(state.applied_at is None for state in states)
     unknown = sum(state.path is None for state in states)
