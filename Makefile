@@ -76,5 +76,6 @@ check: test ## exactly what CI runs
 bench: $(DEV) ## benchmarks (medians side by side): tenants.get_by_slug vs raw psycopg
 	$(BIN)/python bench/get_by_slug.py
 
-clean: db-stop ## stop the embedded cluster and delete it with the virtualenv
+clean: $(RUNTIME) ## delete the embedded cluster (data included) and the virtualenv
+	$(DBTOOLS) db delete --yes
 	rm -rf .dbtools $(VENV)

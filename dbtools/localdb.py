@@ -26,21 +26,25 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dbtools.config import Target
-from dbtools.errors import LocalDatabaseError
+from dbtools.errors import ConfigurationError, LocalDatabaseError
 
 PORT = 5432  # only names the socket file: the server listens on no TCP port
 SUPERUSER = "postgres"
 BINDIR_VAR = "DBTOOLS_PG_BINDIR"
 OS_USER_VAR = "DBTOOLS_PG_OS_USER"
 LOCAL_DIR_VAR = "DBTOOLS_LOCAL_DIR"
+# The folder in the temporary directory a cluster moves to when its own cannot serve.
+_MOVED = re.compile(r"dbtools-[0-9a-f]{12}")
 # Where distributions put the server binaries, newest version first after sorting.
 SERVER_BIN_GLOBS = (
     "/usr/lib/postgresql/*/bin",
@@ -172,6 +176,21 @@ class Cluster:
                 )
             return True
 
+    def delete(self) -> bool:
+        """Stop the server and delete the cluster's folder, and the ``/tmp/dbtools-<hash>``
+        folder it was moved to, if it was; False if there was nothing to delete."""
+        root = self.placement.root
+        moved = _MOVED.fullmatch(root.parent.name) and root.parent.parent == Path(
+            tempfile.gettempdir()
+        )
+        folder = root.parent if moved else root
+        if not root.exists():
+            return False
+        self.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+        self.placement.lock_file.unlink(missing_ok=True)
+        return True
+
     def _pg_ctl(self, action: str, *options: str) -> subprocess.CompletedProcess[str]:
         command = [self.binaries.tool("pg_ctl"), action, "-D", str(self.placement.data_dir)]
         return _run_server_tool([*command, *options], self.placement.root)
@@ -252,10 +271,30 @@ class Cluster:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def project_dir() -> Path:
-    """The project checkout this package runs from, else the current directory."""
+def source_checkout() -> Path | None:
+    """The source checkout this package runs from (an editable install), or None when it runs
+    installed from a wheel."""
     checkout = Path(__file__).resolve().parent.parent
-    return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
+    is_checkout = (checkout / "pyproject.toml").is_file() and (checkout / "sql").is_dir()
+    return checkout if is_checkout else None
+
+
+def local_dir() -> Path:
+    """Where embedded clusters live: ``DBTOOLS_LOCAL_DIR``, else the checkout's ``.dbtools/``.
+
+    An installed package starts no embedded PostgreSQL unless told where: a deploy job that
+    forgot ``DATABASE_URL`` must fail, not migrate a throw-away cluster in its working folder.
+    """
+    configured = os.environ.get(LOCAL_DIR_VAR)
+    if configured:
+        return Path(configured)
+    checkout = source_checkout()
+    if checkout is None:
+        raise ConfigurationError(
+            "no database configured: set DATABASE_URL (an installed dbtools starts an embedded "
+            f"PostgreSQL only when {LOCAL_DIR_VAR} names the folder for it)"
+        )
+    return checkout / ".dbtools"
 
 
 def place(name: str, *, base: Path | None = None) -> Placement:
@@ -263,7 +302,7 @@ def place(name: str, *, base: Path | None = None) -> Placement:
     the project's ``.dbtools/``), or in ``/tmp/dbtools-<hash>`` when the server's OS user could
     not reach that folder or the socket path would be too long."""
     if base is None:
-        base = Path(os.environ.get(LOCAL_DIR_VAR) or project_dir() / ".dbtools")
+        base = local_dir()
     root = base.absolute() / name
     if not _usable(root):
         digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
@@ -401,23 +440,42 @@ def _prepare_dir(folder: Path, mode: int = 0o755) -> None:
 
 
 def _run_server_tool(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run a PostgreSQL server tool, as the unprivileged server user when we are root."""
+    """Run a PostgreSQL server tool, as the unprivileged server user when we are root.
+
+    The tool gets a process group of its own: when dbtools is interrupted (Ctrl-C, SIGTERM), the
+    whole group is killed, so no ``postgres`` child of ``initdb`` goes on writing on its own."""
     user = _server_user()
     workdir = cwd if cwd.exists() else Path(tempfile.gettempdir())
-    if user is None:
-        return subprocess.run(args, cwd=workdir, capture_output=True, text=True, check=False)
-    env = {**os.environ, "HOME": user.pw_dir, "USER": user.pw_name, "LOGNAME": user.pw_name}
-    return subprocess.run(
+    as_user: dict[str, Any] = {}
+    if user is not None:
+        as_user = {
+            "env": {
+                **os.environ,
+                "HOME": user.pw_dir,
+                "USER": user.pw_name,
+                "LOGNAME": user.pw_name,
+            },
+            "user": user.pw_uid,
+            "group": user.pw_gid,
+            "extra_groups": [],
+        }
+    with subprocess.Popen(
         args,
         cwd=workdir,
-        env=env,
-        user=user.pw_uid,
-        group=user.pw_gid,
-        extra_groups=[],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=False,
-    )
+        process_group=0,
+        **as_user,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
 
 
 def _conf_quote(path: Path) -> str:

@@ -18,7 +18,7 @@ import pytest
 
 from dbtools import db, localdb
 from dbtools.errors import LocalDatabaseError
-from tests.helpers import FAST_TMP, remove_cluster
+from tests.helpers import FAST_TMP, Cli, remove_cluster
 
 
 @pytest.fixture
@@ -189,3 +189,30 @@ def test_a_half_initialised_data_folder_is_refused(local_dir: Path) -> None:
     (data / "postgresql.conf").write_text("listen_addresses = '*'\n")
     with pytest.raises(LocalDatabaseError, match="half-initialised"):
         cluster.start()
+
+
+def test_db_delete_removes_a_cluster_that_moved_to_the_temporary_folder(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `make clean` runs: the cluster goes even when it lives in /tmp/dbtools-<hash>
+    (here because the socket path in the configured folder would be too long)."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    monkeypatch.setenv(localdb.LOCAL_DIR_VAR, str(deep))
+    cluster = localdb.default_cluster()
+    moved_to = cluster.placement.root.parent
+    assert moved_to.parent == Path(tempfile.gettempdir())
+    try:
+        assert cli("db", "start").returncode == 0
+        refused = cli("db", "delete")
+        assert refused.returncode == 2
+        assert "add --yes" in refused.stderr
+        assert cluster.is_running()
+
+        deleted = cli("db", "delete", "--yes")
+        assert deleted.returncode == 0, deleted.stderr
+        assert deleted.stdout == f"deleted the embedded PostgreSQL in {cluster.placement.root}\n"
+        assert not moved_to.exists()
+        again = cli("db", "delete", "--yes")
+        assert again.stdout == "there is no embedded PostgreSQL to delete\n"
+    finally:
+        remove_cluster(cluster)

@@ -194,3 +194,19 @@ def test_the_readme_downstream_conftest_runs_against_the_installed_package(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
+
+
+def test_the_installed_package_needs_a_database_url(installed: Installed, tmp_path: Path) -> None:
+    """A deploy job that forgot DATABASE_URL fails; it does not migrate a throw-away embedded
+    cluster in its working folder. Nor does schema dump rewrite the installed package."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    dbtools = installed.venv / "bin" / "dbtools"
+    for command in (["migrate"], ["status"], ["demo"], ["db", "start"]):
+        result = installed.run(dbtools, *command, cwd=empty)
+        assert result.returncode == 2, (command, result.stderr)
+        assert result.stderr.startswith("dbtools: error: no database configured: set DATABASE_URL")
+    result = installed.run(dbtools, "schema", "dump", cwd=empty, env={"DATABASE_URL": "x"})
+    assert result.returncode == 2
+    assert "give the file to write with --file" in result.stderr
+    assert list(empty.iterdir()) == []

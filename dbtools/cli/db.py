@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dbtools.cli.base import Commands, Context
+from dbtools.cli.base import Commands, Context, argument
 from dbtools.cli.exits import Exit
 
 if TYPE_CHECKING:
@@ -73,6 +73,30 @@ def stop(ctx: Context) -> int:
         "stopped the embedded PostgreSQL" if stopped else "the embedded PostgreSQL is not running"
     )
     ctx.emit({"stopped": stopped}, human)
+    return Exit.OK
+
+
+@commands.command(
+    "db delete",
+    help="stop the embedded cluster and delete it, data included (needs --yes)",
+    example="dbtools db delete --yes",
+    arguments=[argument("--yes", action="store_true", help="really delete it")],
+)
+def delete(ctx: Context, yes: bool) -> int:
+    from dbtools.errors import ConfigurationError
+
+    cluster = _cluster(ctx)
+    if not yes:
+        raise ConfigurationError(
+            f"not deleting the embedded PostgreSQL in {cluster.placement.root}: add --yes"
+        )
+    deleted = cluster.delete()
+    human = (
+        f"deleted the embedded PostgreSQL in {cluster.placement.root}"
+        if deleted
+        else "there is no embedded PostgreSQL to delete"
+    )
+    ctx.emit({"deleted": deleted}, human)
     return Exit.OK
 
 

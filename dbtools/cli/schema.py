@@ -33,8 +33,13 @@ _FILE_HELP = "schema file (default: sql/schema/schema.sql)"
     arguments=[argument("--file", type=Path, help=_FILE_HELP)],
 )
 def dump(ctx: Context, file: Path | None) -> int:
-    from dbtools import schema
+    from dbtools import localdb, schema
+    from dbtools.errors import ConfigurationError
 
+    if file is None and localdb.source_checkout() is None:  # never rewrite an installed package
+        raise ConfigurationError(
+            "dbtools runs from an installed package: give the file to write with --file"
+        )
     path = file or schema.SCHEMA_FILE
     changed = schema.write(ctx.target(), path)
     ctx.emit(
