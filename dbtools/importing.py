@@ -34,6 +34,7 @@ __all__ = ["HEADERS", "ImportFailed", "Phase", "Progress", "RowError", "import_c
 
 HEADERS = (("slug", "name"), ("slug", "name", "settings"))
 PROGRESS_EVERY = 1000
+MAX_LINE = 1 << 20  # characters in one line of the file: far more than any real tenant row
 BOM = "\ufeff"
 HEADER_EXCERPT = 30
 
@@ -159,7 +160,7 @@ def _read(
     report(Phase.READ, 0)
     count = 0
     try:
-        records = _records(csv.reader(handle, strict=True))
+        records = _records(csv.reader(_lines(handle), strict=True))
         header = next(records, None)
         if header is None:
             raise ImportFailed(source, [RowError(1, "the file is empty")])
@@ -207,6 +208,17 @@ class _MalformedRecord(Exception):
         super().__init__(reason)
         self.line = line
         self.reason = reason
+
+
+def _lines(handle: TextIO) -> Iterator[str]:
+    """The lines of ``handle``, none longer than MAX_LINE characters: a file with no line end
+    (``/dev/zero``) would otherwise be read into memory whole."""
+    number = 0
+    while line := handle.readline(MAX_LINE + 1):
+        number += 1
+        if len(line) > MAX_LINE:
+            raise _MalformedRecord(number, f"line {number} is longer than {MAX_LINE:,} characters")
+        yield line
 
 
 def _records(reader: Any) -> Iterator[tuple[int, list[str]]]:

@@ -7,6 +7,7 @@ import errno
 import io
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -397,3 +398,36 @@ def test_importing_a_directory_is_a_clear_usage_error(
         f"dbtools: error: argument FILE.csv: {tmp_path} is a directory, not a CSV file "
         "(try: dbtools tenants import --help)\n"
     )
+
+
+def test_importing_from_a_closed_standard_input_is_a_usage_error(db_url: str) -> None:
+    """`dbtools tenants import - <&-`: Python sees no sys.stdin at all."""
+    result = subprocess.run(
+        [sys.executable, "-m", "dbtools", "--database-url", db_url, "tenants", "import", "-"],
+        preexec_fn=lambda: os.close(0),  # closes the child's stdin
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (
+        2,
+        "dbtools: error: standard input is closed: there is nothing to import from -\n",
+    )
+
+
+def test_an_empty_file_name_is_a_usage_error(cli: Cli, db_url: str) -> None:
+    result = on(cli, db_url, "tenants", "import", "")
+    assert result.returncode == 2
+    assert "no file given (- reads standard input)" in result.stderr
+
+
+def test_bad_rows_are_named_by_the_path_as_given(
+    cli: Cli, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "bad.csv").write_text("slug,name\nBad,Bad\n")
+    monkeypatch.chdir(tmp_path)
+    result = on(cli, db_url, "tenants", "import", "in/bad.csv")
+    assert result.returncode == 1
+    assert result.stderr.startswith("in/bad.csv: line 2: invalid tenant slug 'Bad'")

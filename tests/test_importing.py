@@ -22,7 +22,7 @@ from psycopg import pq
 
 from dbtools import tenants
 from dbtools.errors import DbToolsError, InvalidSlug, excerpt
-from dbtools.importing import ImportFailed, Phase, RowError, import_csv
+from dbtools.importing import MAX_LINE, ImportFailed, Phase, RowError, import_csv
 from dbtools.slugs import validate_slug
 from tests.helpers import INJECTION, Cli, CliResult, row_count
 
@@ -53,7 +53,10 @@ def write_rows(tmp_path: Path, rows: Sequence[Sequence[str]], *, name: str = FIL
 
 
 def run_import(cli: Cli, db_url: str, path: Path, *options: str) -> Result:
-    return cli("--database-url", db_url, *options, "tenants", "import", str(path))
+    """Import ``path`` as a user in its folder would: by its name (``cli`` runs in tmp_path),
+    which is how messages then name it."""
+    given = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+    return cli("--database-url", db_url, *options, "tenants", "import", str(given))
 
 
 def slugs_in(conn: Conn) -> list[str]:
@@ -508,7 +511,7 @@ def test_progress_on_a_terminal_covers_read_copy_and_insert(
     rows = [["slug", "name"], *([f"tenant-{i:04d}", f"Tenant {i}"] for i in range(2500))]
     result = run_import(cli, db_url, write_rows(tmp_path, rows))
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"imported 2500 tenants from {tmp_path / FILE_NAME}\n"
+    assert result.stdout == f"imported 2500 tenants from {FILE_NAME}\n"
     steps = [step.rstrip() for step in result.stderr.split("\r")]
     assert steps[0] == ""  # every step rewrites the one line
     assert steps[1:] == [
@@ -766,3 +769,17 @@ def test_two_imports_in_one_transaction_both_succeed(conn: Conn, tmp_path: Path)
         assert import_csv(conn, first) == 1
         assert import_csv(conn, second) == 1
     assert slugs_in(conn) == ["good-one", "good-two"]
+
+
+def test_a_file_without_line_ends_is_refused_without_reading_it_all(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """/dev/zero has no end and no line end: the import stops at the first over-long line."""
+    with pytest.raises(ImportFailed) as caught:
+        import_csv(conn, "/dev/zero")
+    [error] = caught.value.errors
+    assert (error.line, error.message) == (
+        1,
+        f"malformed CSV: line 1 is longer than {MAX_LINE:,} characters (the rest was not read)",
+    )
+    assert row_count(conn) == 0

@@ -78,6 +78,8 @@ def _csv_file(text: str) -> Path | Literal["-"]:
     refused here; nothing is opened yet (opening a FIFO waits for its writer)."""
     if text == STDIN:
         return STDIN
+    if not text:
+        raise argparse.ArgumentTypeError("no file given (- reads standard input)")
     path = Path(text)
     try:
         mode = path.stat().st_mode
@@ -283,7 +285,7 @@ def import_(ctx: Context, file: Path | Literal["-"]) -> int:
     progress = _ProgressLine() if sys.stderr.isatty() and not ctx.json else None
     try:
         with _opened(file) as source, ctx.connect() as conn:
-            name = None if isinstance(file, Path) else "<stdin>"
+            name = str(file) if isinstance(file, Path) else "<stdin>"  # as the user wrote it
             imported = importing.import_csv(conn, source, name=name, progress=progress)
     except ImportFailed as failure:
         if progress is not None:
@@ -310,6 +312,10 @@ def _opened(file: Path | Literal["-"]) -> Iterator[Path | TextIO]:
     if isinstance(file, Path):
         yield file
         return
+    if sys.stdin is None:  # started with standard input closed (<&-)
+        from dbtools.errors import ConfigurationError
+
+        raise ConfigurationError("standard input is closed: there is nothing to import from -")
     stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
     try:
         yield stdin
