@@ -165,6 +165,8 @@ class Cluster:
 
     def stop(self) -> bool:
         """Stop the server (fast shutdown); False if it was not running."""
+        if not self.placement.root.exists():
+            return False  # no cluster: nothing to lock, and no folder to leave behind
         with self._lock():
             if not self.is_running():
                 return False

@@ -53,6 +53,7 @@ MIGRATIONS_DIR = (Path(__file__).parent / "sql").resolve()
 # yoyo logs a traceback when a Python migration fails to import; dbtools reports it in one line.
 logging.getLogger("yoyo").addHandler(logging.NullHandler())
 MIGRATION_TABLE = "_yoyo_migration"  # yoyo's default, so the yoyo command sees the same history
+BOM = "\ufeff"
 LOCK_WAIT = 10  # seconds to wait for another process's migration lock
 _YOYO_SCHEME = "postgresql+psycopg"
 
@@ -378,8 +379,14 @@ def _read(migrations_dir: Path | None) -> Any:
         for migration in [*migrations, *migrations.post_apply]:
             for path in (Path(migration.path), _rollback_file(Path(migration.path))):
                 if path.is_file() or path == Path(migration.path):
-                    path.read_bytes().decode("utf-8")
-            migration.load()  # parses it, and resolves its -- depends:
+                    path.name.encode("utf-8")  # a name that is not UTF-8 cannot be reported
+                    text = path.read_bytes().decode("utf-8")
+                    if path.suffix == ".sql" and text.startswith(BOM):
+                        raise MigrationError(
+                            f"{path} starts with a byte-order mark, which PostgreSQL would "
+                            "reject mid-run: save it as UTF-8 without one"
+                        )
+            _load(migration)  # parses it, and resolves its -- depends:
         list(topological_sort(migrations))  # a dependency cycle (it sorts lazily)
     except OSError as exc:
         where = exc.filename or migrations_dir
@@ -388,6 +395,11 @@ def _read(migrations_dir: Path | None) -> Any:
         ) from exc
     except UnicodeDecodeError as exc:
         raise MigrationError(f"{path} is not UTF-8 ({exc.reason})") from exc
+    except UnicodeEncodeError as exc:  # a file name that is not UTF-8 (a surrogate escape)
+        raise MigrationError(
+            f"cannot read the migrations in {migrations_dir}: the file name "
+            f"{exc.object!a} is not UTF-8"
+        ) from exc
     except yoyo_exceptions.BadMigration as exc:
         raise MigrationError(
             f"cannot read the migrations in {migrations_dir}: {_reason(exc)}"
@@ -401,6 +413,17 @@ def _read(migrations_dir: Path | None) -> Any:
     if not migrations:
         raise ConfigurationError(f"the migrations folder {migrations_dir} holds no migration")
     return migrations
+
+
+def _load(migration: Any) -> None:
+    """Load one migration; a Python migration that exits while loading is a broken one, not
+    the end of the program (it would end a deploy's ``dbtools status`` with exit 0)."""
+    try:
+        migration.load()
+    except SystemExit as exc:
+        raise MigrationError(
+            f"{migration.path} exits while it is loaded (code {exc.code!r})"
+        ) from None
 
 
 def _reason(exc: Exception) -> str:

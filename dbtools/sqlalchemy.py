@@ -119,9 +119,9 @@ def include_object(
     """An Alembic ``include_object`` hook for another service's ``env.py``: leaves out every
     table the dbtools migrations own, and what belongs to them (columns, indexes, constraints),
     so that the service's autogenerate neither alters nor drops them."""
-    if type_ == "table":
-        return name not in MIGRATION_OWNED_TABLES
-    table = getattr(obj, "table", None)
+    table = obj if type_ == "table" else getattr(obj, "table", None)
+    if getattr(table, "schema", None) not in (None, "public"):
+        return True  # a service's own table of the same name, in a schema of its own
     return getattr(table, "name", None) not in MIGRATION_OWNED_TABLES
 
 

@@ -61,10 +61,10 @@ def record_checksums(conn: Any) -> None:
         cursor.execute(statement)
     cursor.execute(APPLIED)
     for migration_id, applied_at in cursor.fetchall():
-        path = FOLDER / f"{migration_id}.sql"
-        if path.is_file():
-            checksum = hashlib.sha256(path.read_bytes()).hexdigest()
-            cursor.execute(RECORD, (migration_id, checksum, applied_at))
+        for path in (FOLDER / f"{migration_id}.sql", FOLDER / f"{migration_id}.py"):
+            if path.is_file():
+                checksum = hashlib.sha256(path.read_bytes()).hexdigest()
+                cursor.execute(RECORD, (migration_id, checksum, applied_at))
 
 
 step(record_checksums)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from dbtools import config, db, localdb, migrations
 from dbtools.config import Target
-from dbtools.errors import MigrationError
+from dbtools.errors import MigrationEdited, MigrationError
 from tests.helpers import MIGRATION_IDS, Cli, copy_migrations
 
 
@@ -285,3 +286,57 @@ def test_a_folder_without_migrations_is_a_configuration_error(
         f"dbtools: error: the migrations folder {tmp_path} holds no migration\n",
     )
     assert not migrations.database_exists(missing_db)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("0099_bom.sql", b"\xef\xbb\xbf-- A BOM.\nSELECT 1;\n", "starts with a byte-order mark"),
+        ("0099_exits.py", b"import sys\nsys.exit(0)\n", "exits while it is loaded (code 0)"),
+        (b"0099_\xff.sql", b"-- Fine.\nSELECT 1;\n", "is not UTF-8"),
+    ],
+    ids=["bom", "sys-exit", "name-not-utf8"],
+)
+def test_migrations_that_would_fail_mid_run_or_end_the_program_are_refused_first(
+    cli: Cli,
+    missing_db: Target,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str | bytes,
+    content: bytes,
+    reason: str,
+) -> None:
+    folder = copy_migrations(tmp_path / "sql")
+    (folder / os.fsdecode(name)).write_bytes(content)
+    monkeypatch.setattr(migrations, "MIGRATIONS_DIR", folder)
+    for command in (["migrate"], ["status"]):
+        result = cli("--database-url", missing_db.url(), *command)
+        assert result.returncode == 3, (command, result.stderr)
+        assert reason in result.stderr
+        assert len(result.stderr.splitlines()) == 1
+    assert not migrations.database_exists(missing_db)
+
+
+@pytest.mark.parametrize("command", [["schema", "dump", "--file", "out.sql"], ["schema", "check"]])
+def test_schema_commands_read_the_folder_before_starting_the_embedded_cluster(
+    cli: Cli, local_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    monkeypatch.setattr(migrations, "MIGRATIONS_DIR", tmp_path / "nowhere")
+    result = cli(*command)
+    assert result.returncode == 2, result.stderr
+    assert not local_dir.exists()
+
+
+def test_db_stop_without_a_cluster_creates_nothing(cli: Cli, local_dir: Path) -> None:
+    result = cli("db", "stop")
+    assert result.stdout == "the embedded PostgreSQL is not running\n"
+    assert not local_dir.exists()
+
+
+def test_an_edited_python_migration_is_caught_too(target: Target, tmp_path: Path) -> None:
+    step = 'from yoyo import step\nstep("CREATE TABLE py_thing (id int)", "DROP TABLE py_thing")\n'
+    folder = copy_migrations(tmp_path / "sql", ("0099_py-thing.py", step))
+    assert migrations.apply(target, folder) == ["0099_py-thing"]
+    (folder / "0099_py-thing.py").write_text(step.replace("(id int)", "(id int, evil text)"))
+    with pytest.raises(MigrationEdited, match=r"0099_py-thing\.py was edited"):
+        migrations.status(target, folder)

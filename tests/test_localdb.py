@@ -160,20 +160,27 @@ def test_a_tmp_folder_made_by_someone_else_is_refused(monkeypatch: pytest.Monkey
         planted.unlink()
 
 
-def test_an_interrupted_first_start_leaves_no_open_cluster(local_dir: Path) -> None:
-    """Killed while initdb runs, the next start must not serve initdb's defaults (a TCP
-    listener with trust authentication): the data folder appears only when complete."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
+def test_an_interrupted_first_start_leaves_no_open_cluster(local_dir: Path, signum: int) -> None:
+    """Killed while initdb runs (a CI timeout, a closed terminal), the next start must not serve
+    initdb's defaults (a TCP listener with trust authentication): the data folder appears only
+    when complete, and no initdb goes on writing in the background."""
     cluster = localdb.default_cluster()
     process = subprocess.Popen(
-        [sys.executable, "-c", "from dbtools import cli; cli.main(['db', 'start'])"],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from dbtools import cli; sys.exit(cli.main(['db', 'start']))",
+        ],
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60
     while not list(cluster.placement.root.glob("*/PG_VERSION")):  # initdb is under way
         assert time.monotonic() < deadline, "initdb never started"
         time.sleep(0.01)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     process.communicate(timeout=60)
+    assert process.returncode == 128 + signum
     assert not cluster.is_initialised()
     assert cluster.start() is True
     with db.connect(cluster.target("postgres")) as conn:

@@ -413,3 +413,13 @@ def test_include_object_keeps_a_service_autogenerate_off_the_migrations_tables(
 def test_the_owned_tables_are_every_table_the_migrations_make(conn: Conn) -> None:
     rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
     assert {row[0] for row in rows} == MIGRATION_OWNED_TABLES
+
+
+def test_include_object_leaves_a_service_table_of_the_same_name_in_its_own_schema() -> None:
+    service = MetaData(schema="billing")
+    own_tenants = Table("tenants", service, Column("id", Text, primary_key=True))
+    assert include_object(own_tenants, "tenants", "table", False, None) is True
+    ours = metadata.tables[TABLE]
+    assert include_object(ours, "tenants", "table", False, None) is False
+    constraint_of_ours = next(iter(ours.constraints))
+    assert include_object(constraint_of_ours, "any", "unique_constraint", False, None) is False

@@ -42,23 +42,31 @@ Global options work before or after the command.
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM (what CI and Kubernetes send on a timeout), raised as a kind of Ctrl-C, so that
-    psycopg cancels the running query and every ``finally`` runs: yoyo's lock row is removed."""
+    """SIGTERM (what CI and Kubernetes send on a timeout) or SIGHUP (a closed terminal), raised
+    as a kind of Ctrl-C, so that psycopg cancels the running query and every ``finally`` runs:
+    yoyo's lock row is removed, a server tool's process group is killed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _terminate(signum: int, frame: object) -> None:
-    raise _Terminated
+    raise _Terminated(signum)
+
+
+_HANDLED = (signal.SIGTERM, signal.SIGHUP)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
+    previous = [(s, signal.signal(s, _terminate)) for s in _HANDLED] if on_main_thread else []
     try:
         return _run(list(sys.argv[1:] if argv is None else argv))
     finally:
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous:
+            signal.signal(signum, handler)
 
 
 def _run(words: list[str]) -> int:
@@ -77,7 +85,9 @@ def _run(words: list[str]) -> int:
         return int(command.handler(context, **{dest: getattr(args, dest) for dest in args.dests}))
     except DbToolsError as exc:
         return _fail(str(exc), exit_code(exc), debug)
-    except _Terminated:
+    except _Terminated as signalled:
+        if signalled.signum == signal.SIGHUP:
+            return _fail("hung up", Exit.HUNG_UP, debug)
         return _fail("terminated", Exit.TERMINATED, debug)
     except KeyboardInterrupt:
         return _fail("interrupted", Exit.INTERRUPTED, debug)

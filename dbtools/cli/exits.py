@@ -31,6 +31,7 @@ class Exit(enum.IntEnum):
     TRY_AGAIN = 4
     PERMISSION = 5
     BUG = 70  # sysexits.h EX_SOFTWARE
+    HUNG_UP = 129  # 128 + SIGHUP: the terminal or the ssh session went away
     INTERRUPTED = 130  # 128 + SIGINT, as shells report it
     TERMINATED = 143  # 128 + SIGTERM
     BROKEN_PIPE = 141  # 128 + SIGPIPE, as `cat` ends when its reader goes away
@@ -49,6 +50,7 @@ MEANINGS = {
     "deadlock, the migration lock is held; the same command may succeed if run again",
     Exit.PERMISSION: "permission denied: the database role lacks a privilege",
     Exit.BUG: "internal error: a bug in dbtools (run with --debug and report it)",
+    Exit.HUNG_UP: "hung up (SIGHUP: the terminal or ssh session closed); released like SIGTERM",
     Exit.INTERRUPTED: "interrupted (Ctrl-C)",
     Exit.TERMINATED: "terminated (SIGTERM, as sent on a CI or Kubernetes timeout); what it "
     "held, the migration lock included, was released",

@@ -18,8 +18,11 @@ commands.group(
 
 def _existing_file(text: str) -> Path:
     path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    try:
+        if not path.is_file():
+            raise argparse.ArgumentTypeError(f"no such file: {text}")
+    except OSError as exc:  # a folder on the way that may not be searched
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {exc.strerror}") from None
     return path
 
 
@@ -33,7 +36,7 @@ _FILE_HELP = "schema file (default: sql/schema/schema.sql)"
     arguments=[argument("--file", type=Path, help=_FILE_HELP)],
 )
 def dump(ctx: Context, file: Path | None) -> int:
-    from dbtools import localdb, schema
+    from dbtools import localdb, migrations, schema
     from dbtools.errors import ConfigurationError
 
     if file is None and localdb.source_checkout() is None:  # never rewrite an installed package
@@ -41,6 +44,7 @@ def dump(ctx: Context, file: Path | None) -> int:
             "dbtools runs from an installed package: give the file to write with --file"
         )
     path = file or schema.SCHEMA_FILE
+    migrations.listed()  # a missing or broken folder fails before the embedded cluster starts
     changed = schema.write(ctx.target(), path)
     ctx.emit(
         {"file": str(path), "changed": changed},
@@ -56,10 +60,11 @@ def dump(ctx: Context, file: Path | None) -> int:
     arguments=[argument("--file", type=_existing_file, help=_FILE_HELP)],
 )
 def check(ctx: Context, file: Path | None) -> int:
-    from dbtools import schema
+    from dbtools import migrations, schema
     from dbtools.errors import SchemaDrift
 
     path = file or schema.SCHEMA_FILE
+    migrations.listed()  # a missing or broken folder fails before the embedded cluster starts
     try:
         schema.check(ctx.target(), path)
     except SchemaDrift as drift:
