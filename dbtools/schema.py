@@ -118,11 +118,11 @@ def _read(path: Path) -> str:
     """The schema file's text ("" if there is none; bytes that are not UTF-8 show as such in
     the diff), or a ConfigurationError if it cannot be read or is not a regular file (a device
     such as /dev/full would be read forever)."""
-    if not path.exists():
-        return ""
-    if not path.is_file():
-        raise ConfigurationError(f"{path} is not a regular file")
     try:
+        if not path.exists():  # raises when a folder on the way may not be searched
+            return ""
+        if not path.is_file():
+            raise ConfigurationError(f"{path} is not a regular file")
         return path.read_text(errors="replace")
     except OSError as exc:
         raise ConfigurationError(f"cannot read {path}: {exc.strerror or exc}") from exc

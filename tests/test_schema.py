@@ -193,3 +193,14 @@ def test_a_secret_with_a_service_cannot_reach_pg_dump_safely(target: Target) -> 
     with pytest.raises(ConfigurationError, match="put it in the service file") as caught:
         schema.dump(with_service)
     assert "Zq" not in str(caught.value)
+
+
+@pytest.mark.parametrize("command", ["dump", "check"])
+def test_a_schema_path_that_cannot_be_looked_at_is_a_configuration_error(
+    cli: Cli, db_url: str, command: str
+) -> None:
+    """Path.exists() raises for some errors (a name too long here; a folder that may not be
+    searched for a user): exit 2 with the reason, never a bug's exit 70."""
+    result = cli("--database-url", db_url, "schema", command, "--file", "x" * 300)
+    assert result.returncode == 2, result.stderr
+    assert "File name too long" in result.stderr
