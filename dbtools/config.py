@@ -11,10 +11,15 @@ A ``Target`` holds validated libpq connection parameters. It is made once per in
 Everything below takes the ``Target``: nothing parses a URL string after this module. A password
 is never shown: messages describe a target from its parsed parameters (:meth:`Target.describe`),
 and the errors of a URL that cannot be parsed quote nothing of it.
+
+The connection settings that are not libpq's are read here too: :func:`prepared_statements`
+(``DBTOOLS_PREPARED_STATEMENTS``) says whether connections may use server-side prepared
+statements, which a transaction pooler such as PgBouncer hands to other clients.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import io
 import ipaddress
@@ -33,6 +38,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from dbtools.errors import ConfigurationError
 
 DATABASE_URL_VAR = "DATABASE_URL"
+PREPARED_STATEMENTS_VAR = "DBTOOLS_PREPARED_STATEMENTS"
 DEFAULT_DBNAME = "dbtools_system"
 # Seconds libpq waits for a server to answer, unless the URL or PGCONNECT_TIMEOUT says otherwise.
 CONNECT_TIMEOUT = 10
@@ -289,6 +295,37 @@ def configured_url() -> tuple[str, str] | None:
     finally:
         dotenv_logger.level = level
     return None if url is None else (url, where)
+
+
+class PreparedStatements(enum.StrEnum):
+    """May connections use server-side prepared statements (``DBTOOLS_PREPARED_STATEMENTS``)?
+
+    AUTO, the default: yes, unless the connection turns out to go through a pooler (see
+    :func:`dbtools.db.behind_pooler`). ON: always (a direct connection that detection
+    mistakes for a pooler, or PgBouncer 1.21+ with ``max_prepared_statements`` set). OFF: never
+    (a pooler that detection cannot see).
+    """
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
+def prepared_statements() -> PreparedStatements:
+    """The ``DBTOOLS_PREPARED_STATEMENTS`` setting of the environment (unset or empty: auto).
+
+    Read on every connect, so it is honoured by the library, the command and the migrations
+    alike; a value other than on, off and auto is a :class:`ConfigurationError`.
+    """
+    value = os.environ.get(PREPARED_STATEMENTS_VAR, "").strip().lower()
+    try:
+        return PreparedStatements(value or PreparedStatements.AUTO)
+    except ValueError:
+        choices = ", ".join(choice.value for choice in PreparedStatements)
+        raise ConfigurationError(
+            f"the environment variable {PREPARED_STATEMENTS_VAR} must be one of {choices}, "
+            f"not {value[:20]!r}"
+        ) from None
 
 
 def _check_url_shape(rest: str, origin: str) -> None:

@@ -4,6 +4,11 @@ psycopg's errors mean.
 - :func:`connect`, :func:`create_pool` and :func:`maintenance_connection` open connections on a
   :class:`~dbtools.config.Target` (or a URL, or the configuration). Extra keyword arguments
   reach psycopg: ``prepare_threshold=None`` turns off server-side prepared statements, say.
+- Pooler safety: a transaction pooler (PgBouncer ``pool_mode=transaction``) hands a client's
+  prepared statements to other clients, so every connection these open turns psycopg's prepared
+  statements off when :func:`behind_pooler` says it goes through one, or when
+  ``DBTOOLS_PREPARED_STATEMENTS=off`` (:func:`dbtools.config.prepared_statements`). The check is
+  one query when connecting; nothing on the statements' path changes.
 - :func:`scope` runs a data-access call in one of three :class:`Scope` s, so that a failure
   leaves the caller's connection usable and nothing of the caller's is committed or rolled back.
   :func:`opens_transaction` is the one rule for "this call opens the caller's transaction".
@@ -24,11 +29,11 @@ from typing import Any, NoReturn
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ConnStatus, ExecStatus, TransactionStatus
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from dbtools.config import Target, resolve
+from dbtools.config import PreparedStatements, Target, prepared_statements, resolve
 from dbtools.errors import (
     Conflict,
     DatabaseUnavailable,
@@ -49,6 +54,8 @@ _REFUSALS = frozenset({"22", "23"})
 MAINTENANCE_DBS = ("postgres", "template1")
 _IDLE = TransactionStatus.IDLE
 _INTRANS = TransactionStatus.INTRANS
+# The process id of the backend serving this session, as the server sees it (simple protocol).
+_BACKEND_PID = b"SELECT pg_backend_pid()"
 
 
 def connect(target: Target | str | None = None, **kwargs: Any) -> psycopg.Connection[TupleRow]:
@@ -62,11 +69,76 @@ def connect(target: Target | str | None = None, **kwargs: Any) -> psycopg.Connec
 
 
 def _open(target: Target, where: str, kwargs: dict[str, Any]) -> psycopg.Connection[TupleRow]:
-    """The one place that connects: a failure is DatabaseUnavailable naming ``where``."""
+    """The one place that connects: a failure is DatabaseUnavailable naming ``where``.
+
+    Server-side prepared statements are turned off when ``DBTOOLS_PREPARED_STATEMENTS`` says
+    off, or says auto (the default) and the connection goes through a pooler
+    (:func:`behind_pooler`); unless the caller passed ``prepare_threshold`` itself."""
+    setting = prepared_statements()  # a bad value fails before anything connects
     try:
-        return psycopg.connect(**(target.connect_kwargs() | kwargs))
+        conn = psycopg.connect(**(target.connect_kwargs() | kwargs))
     except psycopg.OperationalError as exc:
         raise unavailable(exc, where, connecting=True, password=target.password) from exc
+    if "prepare_threshold" in kwargs:
+        return conn
+    try:
+        if _prepared_statements_unsafe(conn, setting):
+            conn.prepare_threshold = None
+    except psycopg.OperationalError as exc:  # lost while checking: still connecting
+        conn.close()
+        raise unavailable(exc, where, connecting=True, password=target.password) from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def behind_pooler(conn: psycopg.Connection[Any]) -> bool:
+    """Whether ``conn`` goes through a connection pooler (PgBouncer, Odyssey, PgCat...) rather
+    than to a PostgreSQL backend of its own. One round trip; the connection is left as it was.
+
+    A PostgreSQL server tells each client, as it connects, the process id of the backend that
+    serves it (libpq's ``PQbackendPID``); a pooler makes one up, since each transaction of its
+    client may run on another server connection. So the answer is whether ``pg_backend_pid()``
+    differs from that id: right whatever the host, port or unix socket, and through plain TCP
+    forwarding (a Docker port mapping, an SSH tunnel), which is not a pooler. A pooler in session
+    mode counts too (it cannot be told apart); a pooler that passes the backend's own id on, or
+    a query that fails on a working connection, also answers True: "cannot tell" is "pooler".
+    Raises :class:`DatabaseUnavailable` when the connection is lost, and ``psycopg``'s
+    ``ProgrammingError`` inside a failed transaction, where no query can run.
+    """
+    try:
+        return _behind_pooler(conn)
+    except psycopg.OperationalError as exc:
+        raise unavailable(exc, describe_connection(conn), connecting=False) from exc
+
+
+def _behind_pooler(conn: psycopg.Connection[Any]) -> bool:
+    """:func:`behind_pooler`, raising ``psycopg.OperationalError`` for a lost connection."""
+    with conn.lock:
+        pgconn = conn.pgconn
+        if pgconn.transaction_status == TransactionStatus.INERROR:
+            raise psycopg.ProgrammingError(
+                "behind_pooler() cannot query a connection in a failed transaction: roll it back"
+            )
+        # libpq's own call: one round trip, and no BEGIN even when autocommit is off.
+        result = pgconn.exec_(_BACKEND_PID)
+        if result.status == ExecStatus.TUPLES_OK and result.ntuples == 1:
+            pid = result.get_value(0, 0)
+            return pid is None or int(pid) != pgconn.backend_pid
+        if pgconn.status != ConnStatus.OK:
+            reason = pgconn.get_error_message().strip()
+            raise psycopg.OperationalError(reason or "the server closed the connection")
+        return True
+
+
+def _prepared_statements_unsafe(conn: psycopg.Connection[Any], setting: PreparedStatements) -> bool:
+    """Whether ``conn`` must not use server-side prepared statements: ``setting`` (from
+    ``DBTOOLS_PREPARED_STATEMENTS``) is OFF, or AUTO and ``conn`` goes through a pooler. ON
+    costs no query."""
+    if setting is PreparedStatements.AUTO:
+        return _behind_pooler(conn)
+    return setting is PreparedStatements.OFF
 
 
 @contextmanager
@@ -94,6 +166,19 @@ class Pool(ConnectionPool[psycopg.Connection[TupleRow]]):
 
     def __init__(self, target: Target, **kwargs: Any) -> None:
         self.target = target
+        # Every new connection is checked as db.connect() checks it, before the caller's
+        # configure hook, unless the caller chose prepare_threshold for the connections.
+        setting = prepared_statements()
+        if "prepare_threshold" not in (kwargs.get("kwargs") or {}):
+            then = kwargs.pop("configure", None)
+
+            def configure(conn: psycopg.Connection[TupleRow]) -> None:
+                if _prepared_statements_unsafe(conn, setting):
+                    conn.prepare_threshold = None
+                if then is not None:
+                    then(conn)
+
+            kwargs["configure"] = configure
         super().__init__(**kwargs)
 
     def getconn(self, timeout: float | None = None) -> psycopg.Connection[TupleRow]:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import glob
 import hashlib
 import logging
+import os
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, redirect_stdout, suppress
 from dataclasses import dataclass
@@ -71,7 +73,31 @@ SELECT_CHECKSUMS = """
           = y.applied_at_utc
 """
 FORGET_CHECKSUM = "DELETE FROM _dbtools_migration_checksum WHERE migration_id = %(id)s"
-LOCK_HOLDER = "SELECT pid, ctime FROM yoyo_lock ORDER BY ctime LIMIT 1"
+# The advisory lock that serialises migrate and rollback (one bigint key, fixed for good: it
+# spells "dbtmigr\x01"), and who holds it.
+LOCK_KEY = 0x64_62_74_6D_69_67_72_01
+# How often a migrating backend checks that its client is still there (PostgreSQL 14+).
+CHECK = "1s"
+CHECKS_CLIENT_SINCE = 140000
+TAKE_LOCK = "SELECT pg_advisory_lock(%(key)s)"
+RELEASE_LOCK = "SELECT pg_advisory_unlock(%(key)s)"
+LOCK_HOLDER = """
+    SELECT a.pid, a.backend_start AT TIME ZONE 'UTC',
+           extract(epoch FROM now() - a.backend_start)::float8
+    FROM pg_locks l
+    JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
+              SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.classid = (%(key)s >> 32)::oid AND l.objid = (%(key)s & 4294967295)::oid
+      AND l.objsubid = 1
+"""
+INSERT_YOYO_LOCK = """
+    INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, now() AT TIME ZONE 'UTC', %(pid)s)
+"""
+YOYO_LOCK_HOLDER = """
+    SELECT pid, ctime, extract(epoch FROM now() AT TIME ZONE 'UTC' - ctime)::float8
+    FROM yoyo_lock
+"""
 # What applying or rolling back needs, checked before yoyo's lock: yoyo retries every error in
 # its lock loop for LOCK_WAIT seconds, and would report a missing privilege as a missing table.
 PRIVILEGES = """
@@ -167,7 +193,7 @@ def apply(target: Target, migrations_dir: Path | None = None) -> list[str]:
     Refuses (:class:`MigrationEdited`) if an applied migration's file was edited since.
     """
     migrations = _read(migrations_dir)
-    with _session(target, write=True) as backend, _locked_by_us(backend):
+    with _session(target, write=True) as backend, _locked_by_us(backend, target):
         conn = backend.connection
         # Records what was applied without a checksum (trust on first use), then verifies.
         _run(backend.run_post_apply, migrations, "record the checksums of", conn)
@@ -184,7 +210,7 @@ def rollback(target: Target, count: int = 1, migrations_dir: Path | None = None)
     if count < 1:
         raise ValueError(f"count must be at least 1, not {count}")
     migrations = _read(migrations_dir)
-    with _session(target, write=True) as backend, _locked_by_us(backend):
+    with _session(target, write=True) as backend, _locked_by_us(backend, target):
         conn = backend.connection
         _run(backend.run_post_apply, migrations, "record the checksums of", conn)
         applied_at = _applied_at(conn)
@@ -253,33 +279,53 @@ def _session(target: Target, *, write: bool) -> Iterator[Any]:
     """yoyo's backend on one connection to ``target``, every failure mapped to a dbtools error.
 
     With ``write``, the role's privileges are checked first and yoyo's tables created."""
-    # Every parameter goes to yoyo as a libpq keyword argument: nothing to parse again.
-    uri = DatabaseURI(
-        scheme=_YOYO_SCHEME,
-        username=None,
-        password=None,
-        hostname=None,
-        port=None,
-        database=None,
-        args=target.connect_kwargs(),
-    )
     try:
-        backend = get_backend_class(_YOYO_SCHEME)(uri, MIGRATION_TABLE)
+        backend = get_backend_class(_YOYO_SCHEME)(_uri(target), MIGRATION_TABLE)
     except psycopg.OperationalError as exc:
         raise db.unavailable(
             exc, target.describe(), connecting=True, password=target.password
         ) from exc
     with backend:
         conn = backend.connection
+        if write and db.behind_pooler(conn):
+            raise ConfigurationError(
+                f"cannot migrate {target.describe()} through a connection pooler (PgBouncer...): "
+                "migrations hold a lock on one server session for the whole run; give migrate "
+                "and rollback the URL of the PostgreSQL server itself (its own host and port)"
+            )
+        if conn.info.server_version >= CHECKS_CLIENT_SINCE:
+            # yoyo runs each migration on a connection of its own (a copy of the backend): a
+            # backend whose client was killed mid-migration ends within a second, rolling back.
+            backend.uri = _uri(target, options=f"-c client_connection_check_interval={CHECK}")
         try:
             if write:
                 _check_privileges(conn, target)
                 backend.init_database()  # creates yoyo's lock table
+                # yoyo's own tables, created or upgraded now: yoyo takes its lock row for that,
+                # which must not wait for the one taken in _locked_by_us.
+                backend.ensure_internal_schema_updated()
             yield backend
-        except yoyo_exceptions.LockTimeout as exc:
-            raise _locked(conn, target) from exc
+        except yoyo_exceptions.LockTimeout as exc:  # yoyo's lock, around its internal upgrade
+            raise MigrationLocked(target.dbname, by_yoyo=True) from exc
         except psycopg.Error as exc:
             raise _failure(exc, conn, f"cannot migrate {target.describe()}") from exc
+
+
+def _uri(target: Target, *, options: str = "") -> DatabaseURI:
+    """yoyo's DatabaseURI for ``target``: every parameter as a libpq keyword argument (nothing to
+    parse again), with ``options`` added to the target's own."""
+    kwargs = target.connect_kwargs()
+    if options:
+        kwargs["options"] = f"{kwargs.get('options', '')} {options}".strip()
+    return DatabaseURI(
+        scheme=_YOYO_SCHEME,
+        username=None,
+        password=None,
+        hostname=None,
+        port=None,
+        database=None,
+        args=kwargs,
+    )
 
 
 def _check_privileges(conn: psycopg.Connection[Any], target: Target) -> None:
@@ -310,26 +356,79 @@ def _check_privileges(conn: psycopg.Connection[Any], target: Target) -> None:
 
 
 @contextmanager
-def _locked_by_us(backend: Any) -> Iterator[None]:
-    """yoyo's migration lock, waited for at most LOCK_WAIT seconds: yoyo retries for that long
-    when the row is taken, and lock_timeout bounds each try when the table itself is locked."""
+def _locked_by_us(backend: Any, target: Target) -> Iterator[None]:
+    """The migration lock, waited for at most LOCK_WAIT seconds.
+
+    A session-level advisory lock on yoyo's main connection serialises dbtools runs: the server
+    releases it when that session ends, however the process died. yoyo runs each migration on a
+    connection of its own; every one checks its client each second (PostgreSQL 14+), so a
+    backend whose process was killed mid-migration ends and rolls back within a second.
+    yoyo's own lock row is taken too, for the plain ``yoyo`` command, in a transaction of a second
+    connection that is never committed: the server removes it with that connection.
+    """
     conn = backend.connection
+    if conn.info.server_version >= CHECKS_CLIENT_SINCE:
+        conn.execute(sql.SQL("SET client_connection_check_interval = {}").format(CHECK))
     conn.execute(sql.SQL("SET lock_timeout = {}").format(f"{LOCK_WAIT}s"))
-    with backend.lock(LOCK_WAIT):
+    try:
+        conn.execute(TAKE_LOCK, {"key": LOCK_KEY})
+    except psycopg.errors.LockNotAvailable:
+        raise _held_by(conn, target) from None
+    finally:
         conn.execute("RESET lock_timeout")
-        yield
+    try:
+        with _yoyo_lock_row(target):
+            yield
+    finally:
+        with suppress(psycopg.Error):
+            conn.execute(RELEASE_LOCK, {"key": LOCK_KEY})
 
 
-def _locked(conn: psycopg.Connection[Any], target: Target) -> DbToolsError:
-    """MigrationLocked, naming the process that holds the lock and since when, if it can tell
-    (not when another session has locked the lock table itself)."""
+@contextmanager
+def _yoyo_lock_row(target: Target) -> Iterator[None]:
+    """yoyo's lock row, inserted and left uncommitted: a plain ``yoyo apply`` waits for it, and
+    it vanishes with this connection. A row yoyo committed (a running ``yoyo`` command, or one
+    that died) is waited for, LOCK_WAIT seconds at most."""
+    deadline = time.monotonic() + LOCK_WAIT
+    with db.connect(target) as lock_conn:
+        try:
+            lock_conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(f"{LOCK_WAIT}s"))
+            while True:
+                try:
+                    with lock_conn.transaction():  # a savepoint: a refused insert is retried
+                        lock_conn.execute(INSERT_YOYO_LOCK, {"pid": os.getpid()})
+                    break
+                except psycopg.errors.UniqueViolation:
+                    if time.monotonic() > deadline:
+                        raise _held_by_yoyo(lock_conn, target) from None
+                    time.sleep(0.2)
+            yield
+        except psycopg.errors.LockNotAvailable:  # an uncommitted row of a racing yoyo
+            raise MigrationLocked(target.dbname, by_yoyo=True) from None
+        finally:
+            lock_conn.rollback()
+
+
+def _held_by(conn: psycopg.Connection[Any], target: Target) -> DbToolsError:
+    """MigrationLocked naming the server process that holds the advisory lock, and how long its
+    session has been connected (about as long as it has held the lock)."""
     holder = None
     with suppress(psycopg.Error):
-        conn.execute("SET lock_timeout = '1s'")
-        holder = conn.execute(LOCK_HOLDER).fetchone()
+        holder = conn.execute(LOCK_HOLDER, {"key": LOCK_KEY}).fetchone()
     if holder is None:
         return MigrationLocked(target.dbname)
-    return MigrationLocked(target.dbname, pid=holder[0], since=holder[1])
+    pid, since, held = holder
+    return MigrationLocked(target.dbname, pid=pid, since=since, held=held)
+
+
+def _held_by_yoyo(conn: psycopg.Connection[Any], target: Target) -> DbToolsError:
+    """MigrationLocked naming the yoyo command's process, from its committed lock row."""
+    conn.rollback()
+    holder = conn.execute(YOYO_LOCK_HOLDER).fetchone()
+    if holder is None:
+        return MigrationLocked(target.dbname, by_yoyo=True)
+    pid, since, held = holder
+    return MigrationLocked(target.dbname, pid=pid, since=since, held=held, by_yoyo=True)
 
 
 def _failure(exc: psycopg.Error, conn: psycopg.Connection[Any], doing: str) -> DbToolsError:

@@ -26,10 +26,13 @@ from dbtools import db, localdb
 from dbtools.config import Target
 from tests.helpers import (
     FAST_TMP,
+    PGBOUNCER_MISSING,
     SERVER,
     TEST_CLUSTER,
     Cli,
     CliResult,
+    PgBouncer,
+    pgbouncer_binary,
     remove_cluster,
     run_python,
     target_for,
@@ -45,6 +48,28 @@ def _test_server() -> Iterator[None]:
     TEST_CLUSTER.start()
     yield
     remove_cluster(TEST_CLUSTER)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(_test_server: None) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction pooling mode in front of the test server, for the session (one
+    per xdist worker). Fails, rather than skips, when PgBouncer is not installed."""
+    binary = pgbouncer_binary()
+    if binary is None:
+        pytest.fail(PGBOUNCER_MISSING, pytrace=False)
+    bouncer = PgBouncer(SERVER, FAST_TMP / f"dbtools-pgbouncer-{os.getpid()}")
+    try:
+        bouncer.start(binary)
+        yield bouncer
+    finally:
+        bouncer.stop()
+        shutil.rmtree(bouncer.folder, ignore_errors=True)
+
+
+@pytest.fixture
+def pooled_target(pgbouncer: PgBouncer, target: Target) -> Target:
+    """This test's freshly migrated database, through PgBouncer (transaction pooling)."""
+    return pgbouncer.target(target.dbname)
 
 
 _params = SERVER.params

@@ -1,15 +1,22 @@
-"""What several test modules share: the test server, small queries, and running Python apart.
+"""What several test modules share: the test server, small queries, running Python apart, and
+PgBouncer (or a plain TCP forwarder) in front of the test server.
 
 Fixtures live in ``conftest.py``; plain helpers live here and are imported by name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,3 +113,195 @@ def copy_migrations(folder: Path, *extra: tuple[str, str]) -> Path:
     for name, text in extra:
         (folder / name).write_text(text)
     return folder
+
+
+# --- PgBouncer, and a plain TCP forwarder, in front of the test server --------------------------
+
+# Debian installs PgBouncer in /usr/sbin, which is not on every user's PATH.
+PGBOUNCER_MISSING = (
+    "PgBouncer is not installed: the pooler tests run the real thing "
+    "(apt-get install pgbouncer; .ci/run installs it when missing)"
+)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on at the moment."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def pgbouncer_binary() -> str | None:
+    """The ``pgbouncer`` program, on PATH or in Debian's /usr/sbin; None when not installed."""
+    found = shutil.which("pgbouncer")
+    if found:
+        return found
+    sbin = Path("/usr/sbin/pgbouncer")
+    return str(sbin) if os.access(sbin, os.X_OK) else None
+
+
+def _os_user() -> pwd.struct_passwd | None:
+    """Who runs the servers when we are root (PgBouncer refuses root, as PostgreSQL does)."""
+    if os.geteuid() != 0:
+        return None
+    return pwd.getpwnam(os.environ.get(localdb.OS_USER_VAR) or "postgres")
+
+
+def _pgbouncer_value(value: str) -> str:
+    """A value for a PgBouncer connection string, quoted as libpq quotes."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class PgBouncer:
+    """Debian's PgBouncer on a free 127.0.0.1 port in transaction pooling mode, in front of
+    ``server``; every database of the server is reached by its own name, as its user.
+
+    Two server connections per database: the clients of a test share them, as the clients of a
+    production PgBouncer do. Run as the unprivileged server user when we are root.
+    """
+
+    POOL_SIZE = 2
+
+    def __init__(self, server: Target, folder: Path) -> None:
+        self.server = server
+        self.folder = folder
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_file(self) -> Path:
+        return self.folder / "pgbouncer.log"
+
+    def target(self, dbname: str) -> Target:
+        """Database ``dbname`` of the test server, through this PgBouncer."""
+        params = {"host": "127.0.0.1", "port": str(self.port), "dbname": dbname}
+        if self.server.user:
+            params["user"] = self.server.user
+        return Target.from_params(origin="PgBouncer", **params)
+
+    def start(self, binary: str, attempts: int = 3) -> None:
+        """Start PgBouncer and wait until it takes connections (another free port when the one
+        picked was taken meanwhile)."""
+        user = _os_user()
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if user is not None:
+            os.chown(self.folder, user.pw_uid, user.pw_gid)
+        for _ in range(attempts):
+            self.port = free_port()
+            config = self.folder / "pgbouncer.ini"
+            config.write_text(self._config())
+            config.chmod(0o600)  # it may hold the test server's password
+            if user is not None:
+                os.chown(config, user.pw_uid, user.pw_gid)
+            as_user: dict[str, Any] = {}
+            if user is not None:
+                as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+            self._process = subprocess.Popen(
+                [binary, str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=self.folder,
+                process_group=0,
+                **as_user,
+            )
+            if self._wait_until_up():
+                return
+            self.stop()
+        raise RuntimeError(f"PgBouncer did not start; its log ends with:\n{self.log_tail()}")
+
+    def _config(self) -> str:
+        params = self.server.params
+        server = " ".join(
+            f"{key}={_pgbouncer_value(params[key])}"
+            for key in ("host", "port", "user", "password")
+            if params.get(key)
+        )
+        return "\n".join(
+            [
+                "[databases]",
+                f"* = {server}",
+                "[pgbouncer]",
+                "listen_addr = 127.0.0.1",
+                f"listen_port = {self.port}",
+                "unix_socket_dir =",
+                # The client's user name is not checked: every client logs in to the server as
+                # the user of the [databases] line, which the test server trusts.
+                "auth_type = any",
+                "pool_mode = transaction",
+                f"default_pool_size = {self.POOL_SIZE}",
+                "max_client_conn = 500",
+                f"logfile = {self.log_file}",
+                "pidfile =",
+                "",
+            ]
+        )
+
+    def _wait_until_up(self, timeout: float = 15.0) -> bool:
+        assert self._process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                return False  # the port was taken, or the configuration refused
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        """Stop PgBouncer (SIGINT: at once, closing every connection)."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGINT)
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def log_tail(self, lines: int = 10) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class Forwarder:
+    """A plain TCP port on 127.0.0.1 that forwards each connection to the test server, as a
+    Docker port mapping or an SSH tunnel does: another port, and no pooling."""
+
+    def __init__(self, server: Target) -> None:
+        params = server.params
+        host, port = params.get("host") or "127.0.0.1", int(params.get("port") or 5432)
+        self._address: str | tuple[str, int]
+        if host.startswith("/"):
+            self._family, self._address = socket.AF_UNIX, f"{host}/.s.PGSQL.{port}"
+        else:
+            self._family, self._address = socket.AF_INET, (host, port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # closed
+            while True:
+                client, _ = self._listener.accept()
+                upstream = socket.socket(self._family, socket.SOCK_STREAM)
+                upstream.connect(self._address)
+                for source, sink in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)

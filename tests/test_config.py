@@ -301,3 +301,39 @@ def test_only_config_parses_connection_strings() -> None:
         } | {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
         offenders += [f"{path.name}: {name}" for name in sorted(names & parsers)]
     assert offenders == []
+
+
+# --- DBTOOLS_PREPARED_STATEMENTS -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, config.PreparedStatements.AUTO),
+        ("", config.PreparedStatements.AUTO),
+        ("auto", config.PreparedStatements.AUTO),
+        ("on", config.PreparedStatements.ON),
+        (" OFF ", config.PreparedStatements.OFF),
+    ],
+)
+def test_the_prepared_statements_setting(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: config.PreparedStatements
+) -> None:
+    if value is None:
+        monkeypatch.delenv(config.PREPARED_STATEMENTS_VAR, raising=False)
+    else:
+        monkeypatch.setenv(config.PREPARED_STATEMENTS_VAR, value)
+    assert config.prepared_statements() is expected
+
+
+@pytest.mark.parametrize("value", ["yes", "true", "1", "disable"])
+def test_a_bad_prepared_statements_setting_names_the_variable_and_the_choices(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv(config.PREPARED_STATEMENTS_VAR, value)
+    with pytest.raises(ConfigurationError) as caught:
+        config.prepared_statements()
+    assert str(caught.value) == (
+        "the environment variable DBTOOLS_PREPARED_STATEMENTS must be one of auto, on, off, "
+        f"not {value!r}"
+    )

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from dbtools import __version__, migrations
 from dbtools.config import Target
@@ -80,13 +81,21 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(db_url: str, tmp_path:
     assert (process.returncode, stderr) == (141, b"")
 
 
-def test_sigterm_during_migrate_releases_the_migration_lock(
-    target: Target, conn: psycopg.Connection[Any], tmp_path: Path
+# A migration that half-does its work, then sleeps while the table sleep_flag exists.
+SLOW_MIGRATION = """-- Half done, then takes its time.
+CREATE TABLE half_done (id int);
+SELECT pg_sleep(CASE WHEN to_regclass('sleep_flag') IS NULL THEN 0 ELSE 60 END);
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["TERM", "KILL"])
+def test_a_migrate_killed_mid_migration_leaves_no_lock_and_the_next_one_completes_it(
+    target: Target, conn: psycopg.Connection[Any], tmp_path: Path, signum: int
 ) -> None:
-    """What a CI or Kubernetes timeout sends: the next migrate must not find a stale lock."""
-    folder = copy_migrations(
-        tmp_path / "sql", ("0099_slow.sql", "-- Takes its time.\nSELECT pg_sleep(60);\n")
-    )
+    """What a CI or Kubernetes timeout sends. The killed migration leaves the database as it
+    was before it; the next migrate, with no manual step, applies it once and at once."""
+    folder = copy_migrations(tmp_path / "sql", ("0099_slow.sql", SLOW_MIGRATION))
+    conn.execute("CREATE TABLE sleep_flag ()")
     script = (
         "import sys; from pathlib import Path; from dbtools import cli, migrations\n"
         f"migrations.MIGRATIONS_DIR = Path({str(folder)!r})\n"
@@ -101,10 +110,18 @@ def test_sigterm_during_migrate_releases_the_migration_lock(
     ).fetchone():
         assert time.monotonic() < deadline, "the slow migration never started"
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
-    assert (process.returncode, stderr) == (143, "dbtools: error: terminated\n")
+    if signum == signal.SIGTERM:
+        assert (process.returncode, stderr) == (143, "dbtools: error: terminated\n")
+    else:
+        assert process.returncode == -signal.SIGKILL
+    conn.execute("DROP TABLE sleep_flag")
+
+    started = time.monotonic()
+    assert migrations.apply(target, folder) == ["0099_slow"]  # waits for no stale lock
+    assert time.monotonic() - started < migrations.LOCK_WAIT
+    assert conn.execute("SELECT to_regclass('half_done') IS NOT NULL").fetchone() == (True,)
     assert conn.execute("SELECT count(*) FROM yoyo_lock").fetchone() == (0,)
-    *applied, slow = migrations.status(target, folder)
-    assert [s.applied_at is None for s in applied] == [False] * len(applied)
-    assert (slow.id, slow.applied_at) == ("0099_slow", None)
+    applied = "SELECT count(*) FROM _yoyo_migration WHERE migration_id = '0099_slow'"
+    assert conn.execute(applied).fetchone() == (1,)

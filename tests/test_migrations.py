@@ -202,19 +202,67 @@ def test_a_lock_timeout_in_a_migration_is_a_timeout_naming_it(
     assert str(caught.value).endswith("; try again")
 
 
-def test_another_process_holding_the_lock_is_migration_locked(
+def test_a_yoyo_command_holding_its_lock_is_migration_locked(
     target: Target, conn: Conn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A committed row in yoyo_lock is the yoyo command's lock (dbtools never commits one)."""
     monkeypatch.setattr(migrations, "LOCK_WAIT", 1)
     since = datetime(2026, 1, 2, 3, 4, 5)
     conn.execute("INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, %s, 4242)", (since,))
     with pytest.raises(MigrationLocked) as caught:
         migrations.apply(target)
-    assert (caught.value.pid, caught.value.since) == (4242, since)
+    assert (caught.value.pid, caught.value.since, caught.value.by_yoyo) == (4242, since, True)
     assert str(caught.value).startswith(
-        f"process 4242 has held the migration lock of database {target.dbname!r} "
-        "since 2026-01-02 03:04:05 UTC; try again"
+        f"the yoyo command (process 4242) has held the migration lock of database "
+        f"{target.dbname!r} for "
     )
+    assert str(caught.value).endswith(
+        "(since 2026-01-02 03:04:05 UTC); try again when it is done (if that process is dead, "
+        "remove its lock with `yoyo break-lock`)"
+    )
+
+
+def test_another_dbtools_holding_the_lock_is_named_with_its_server_process(
+    target: Target, connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(migrations, "LOCK_WAIT", 1)
+    holder = connect(autocommit=True)
+    holder.execute(migrations.TAKE_LOCK, {"key": migrations.LOCK_KEY})
+    holder_pid = holder.info.backend_pid
+    with pytest.raises(MigrationLocked) as caught:
+        migrations.apply(target)
+    assert (caught.value.pid, caught.value.by_yoyo) == (holder_pid, False)
+    assert caught.value.held is not None
+    assert str(caught.value).startswith(
+        f"server process {holder_pid} has held the migration lock of database "
+        f"{target.dbname!r} for "
+    )
+    holder.close()  # the server releases the lock with the session
+    assert migrations.apply(target) == []
+
+
+def test_the_lock_leaves_nothing_behind(target: Target, conn: Conn) -> None:
+    assert migrations.rollback(target) == [MIGRATION_IDS[-1]]
+    assert migrations.apply(target) == [MIGRATION_IDS[-1]]
+    assert conn.execute("SELECT count(*) FROM yoyo_lock").fetchone() == (0,)
+    locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+    assert conn.execute(locks).fetchone() == (0,)
+
+
+def test_two_migrations_started_together_apply_each_migration_once(missing_db: Target) -> None:
+    migrations.ensure_database(missing_db)
+    barrier = threading.Barrier(2)
+
+    def migrate(_: int) -> list[str]:
+        barrier.wait()
+        return migrations.apply(missing_db)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(migrate, range(2)))
+    assert sorted(results, key=len) == [[], MIGRATION_IDS]
+    with db.connect(missing_db) as conn:
+        applied = conn.execute("SELECT count(*) FROM _yoyo_migration").fetchone()
+    assert applied == (len(MIGRATION_IDS),)
 
 
 @pytest.fixture
