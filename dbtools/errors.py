@@ -18,8 +18,9 @@ is the one table that maps them)::
     │   └── MigrationEdited          an applied migration's file was changed
     ├── LocalDatabaseError        3  the embedded PostgreSQL cannot be set up, started or stopped
     ├── ExternalToolError         3  a PostgreSQL program (pg_dump) is missing or failed
-    └── (domain errors)           1  InvalidSlug, InvalidTenant, DuplicateSlug, TenantNotFound,
-                                     TenantInUse, Refused, ImportFailed, SchemaDrift
+    └── (domain errors)           1  InvalidSlug (ReservedSlug), InvalidTenant, DuplicateSlug,
+                                     TenantNotFound, TenantInUse, Refused, ImportFailed,
+                                     SchemaDrift
 
 Messages name the offending value and the rule it broke, in one line; they never contain a
 password. Errors that carry a value keep it whole as an attribute. A message quotes a value that
@@ -115,21 +116,46 @@ class PoolExhausted(TryAgain):
     """Every connection of the pool stayed busy for the whole wait."""
 
 
+def _duration(seconds: float) -> str:
+    """``seconds`` as a person says it: 42 s, 7 min, 3 h, 12 days."""
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 class MigrationLocked(TryAgain):
-    """Another process holds the migration lock of this database."""
+    """Another process holds the migration lock of this database: another ``dbtools`` (its
+    server process ``pid``, holding it for ``held`` seconds), or the ``yoyo`` command (whose
+    lock outlives a dead process: ``yoyo break-lock`` removes it)."""
 
     def __init__(
-        self, database: str, *, pid: int | None = None, since: datetime | None = None
+        self,
+        database: str,
+        *,
+        pid: int | None = None,
+        since: datetime | None = None,
+        held: float | None = None,
+        by_yoyo: bool = False,
     ) -> None:
-        holder = f"process {pid}" if pid is not None else "another process"
-        held = f" since {since:%Y-%m-%d %H:%M:%S} UTC" if since is not None else ""
+        if by_yoyo:
+            holder = f"the yoyo command (process {pid})" if pid is not None else "the yoyo command"
+        else:
+            holder = f"server process {pid}" if pid is not None else "another process"
+        how_long = f" for {_duration(held)}" if held is not None else ""
+        when = f" (since {since:%Y-%m-%d %H:%M:%S} UTC)" if since is not None else ""
+        advice = (
+            " (if that process is dead, remove its lock with `yoyo break-lock`)" if by_yoyo else ""
+        )
         super().__init__(
-            f"{holder} has held the migration lock of database {database!r}{held}; try again "
-            "when it is done (if that process is dead, remove the lock with `yoyo break-lock`)"
+            f"{holder} has held the migration lock of database {database!r}{how_long}{when}; "
+            f"try again when it is done{advice}"
         )
         self.database = database
         self.pid = pid
         self.since = since
+        self.held = held
+        self.by_yoyo = by_yoyo
 
 
 class DatabaseUnavailable(DbToolsError):
@@ -178,11 +204,21 @@ class InvalidSlug(DbToolsError, ValueError):
         self.reason = reason
 
 
+class ReservedSlug(InvalidSlug):
+    """A slug is well formed but reserved for the platform itself (``www``, ``api``...): no new
+    tenant may take it. ``constraint`` is the rule that refused it when the database did."""
+
+    def __init__(self, slug: str, *, constraint: str | None = None) -> None:
+        rule = f" ({constraint})" if constraint else ""
+        super().__init__(slug, f"the slug is reserved for the platform{rule}")
+        self.constraint = constraint
+
+
 class InvalidTenant(DbToolsError, ValueError):
     """A tenant's name or settings break a rule of the schema."""
 
     def __init__(self, slug: str, field: str, reason: str) -> None:
-        super().__init__(f"invalid {field} for tenant {slug!r}: {reason}")
+        super().__init__(f"invalid {field} for tenant {excerpt(slug)}: {reason}")
         self.slug = slug
         self.field = field
         self.reason = reason
@@ -192,7 +228,7 @@ class DuplicateSlug(DbToolsError):
     """Another tenant already has this slug."""
 
     def __init__(self, slug: str) -> None:
-        super().__init__(f"a tenant with slug {slug!r} already exists")
+        super().__init__(f"a tenant with slug {excerpt(slug)} already exists")
         self.slug = slug
 
 
@@ -200,7 +236,7 @@ class TenantNotFound(DbToolsError, LookupError):
     """No tenant has this slug."""
 
     def __init__(self, slug: str) -> None:
-        super().__init__(f"no tenant with slug {slug!r}")
+        super().__init__(f"no tenant with slug {excerpt(slug)}")
         self.slug = slug
 
 
@@ -220,7 +256,7 @@ class TenantInUse(DbToolsError):
 
     def __init__(self, slug: str, constraint: str | None) -> None:
         by = f" (foreign key {constraint})" if constraint else ""
-        super().__init__(f"tenant {slug!r} is still referenced by other rows{by}")
+        super().__init__(f"tenant {excerpt(slug)} is still referenced by other rows{by}")
         self.slug = slug
         self.constraint = constraint
 

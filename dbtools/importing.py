@@ -28,7 +28,7 @@ import psycopg
 from dbtools import tenants
 from dbtools.db import Scope, scope
 from dbtools.errors import DbToolsError, ImportFailed, RowError, excerpt
-from dbtools.slugs import validate_slug
+from dbtools.slugs import validate_new_slug
 
 __all__ = ["HEADERS", "ImportFailed", "Phase", "Progress", "RowError", "import_csv"]
 
@@ -240,7 +240,7 @@ def _row(
 ) -> tuple[int, str, str, str]:
     if len(fields) != width and not (width == 3 and len(fields) == 2):
         raise ValueError(f"expected {width} fields, found {len(fields)}")
-    slug = validate_slug(fields[0])
+    slug = validate_new_slug(fields[0])
     if slug in first_line:
         raise ValueError(f"duplicate slug {excerpt(slug)} (first on line {first_line[slug]})")
     first_line[slug] = line

@@ -3,13 +3,21 @@
 A slug is 3 to 50 characters: lowercase ASCII letters, digits and hyphens, starting and ending
 with a letter or digit. ``re.fullmatch`` is used on purpose: ``re.match`` with ``$`` accepts a
 trailing newline (``"abc\\n"``), which PostgreSQL's ``$`` rejects.
+
+Some slugs are reserved: the names the platform needs for itself (``www``, ``api``, ``admin``...).
+The database keeps them in the ``reserved_slugs`` table, seeded with :data:`RESERVED_SLUGS`, and
+its trigger ``tenants_reserved_slug`` refuses them for new tenants and renames; a DBA may reserve
+more there. :func:`validate_new_slug` checks the seed list before a tenant is created; a slug a
+DBA reserved later is refused by the database, and raises the same :class:`ReservedSlug`.
+Reading, suspending or deleting a tenant that held a slug before it was reserved still works:
+:func:`is_valid_slug` and :func:`validate_slug` are the format rule only.
 """
 
 from __future__ import annotations
 
 import re
 
-from dbtools.errors import InvalidSlug
+from dbtools.errors import InvalidSlug, ReservedSlug
 
 MIN_LENGTH = 3
 MAX_LENGTH = 50
@@ -18,6 +26,30 @@ MAX_LENGTH = 50
 # both accept exactly the same strings.
 SLUG_PATTERN = r"[a-z0-9][a-z0-9-]{1,48}[a-z0-9]"
 _slug_fullmatch = re.compile(SLUG_PATTERN, re.ASCII).fullmatch
+
+# The rows sql/0003_reserve-slugs-and-check-names.sql seeds reserved_slugs with (a test compares
+# them). ``demo`` is not among them: it is the demo tenant's.
+RESERVED_SLUGS = frozenset(
+    {
+        "admin",
+        "api",
+        "app",
+        "assets",
+        "auth",
+        "billing",
+        "blog",
+        "cdn",
+        "dashboard",
+        "docs",
+        "help",
+        "login",
+        "mail",
+        "static",
+        "status",
+        "support",
+        "www",
+    }
+)
 
 
 def is_valid_slug(value: object) -> bool:
@@ -30,6 +62,20 @@ def validate_slug(value: object) -> str:
     if isinstance(value, str) and _slug_fullmatch(value) is not None:
         return value
     raise InvalidSlug(value, _reason(value))
+
+
+def is_reserved(value: object) -> bool:
+    """Whether ``value`` is one of the slugs the platform keeps for itself (the seed list)."""
+    return value in RESERVED_SLUGS
+
+
+def validate_new_slug(value: object) -> str:
+    """Return ``value`` if a new tenant may take it: a valid slug, and not a reserved one.
+    Raises :class:`InvalidSlug`, or :class:`ReservedSlug` (a subclass) for a reserved slug."""
+    slug = validate_slug(value)
+    if slug in RESERVED_SLUGS:
+        raise ReservedSlug(slug)
+    return slug
 
 
 def _reason(value: object) -> str:

@@ -18,12 +18,18 @@ difference between ``metadata`` and a migrated database, and the catalog of a da
 and every comment) equals that of the migrated one. A migration that changes the table fails that
 test until this module is changed to match.
 
-What the mirror does not model: the trigger ``tenants_timestamps`` and its function
-``tg_tenants__timestamps``, so nor the rules they enforce (``id`` and ``created_at`` never change,
-raising check_violation naming ``tenants_id_immutable`` / ``tenants_created_at_immutable``;
-``updated_at`` is kept by the server whatever an UPDATE writes), and the comments on the enum type
-and on the trigger. Those rules still hold for SQLAlchemy clients, because the database applies
-them; ``updated_at`` is declared server-updated, so the ORM reads it back after every flush.
+What the mirror does not model: the triggers ``tenants_timestamps`` and
+``tenants_reserved_slug`` and their functions, so nor the rules they enforce (``id`` and
+``created_at`` never change, raising check_violation naming ``tenants_id_immutable`` /
+``tenants_created_at_immutable``; ``updated_at`` is kept by the server whatever an UPDATE writes;
+a new or renamed tenant may not take a slug listed in ``reserved_slugs``, raising check_violation
+naming ``tenants_slug_reserved``), and the comments on the enum type and on the triggers.
+The ``reserved_slugs`` table gets no mapped class: it is the DBA's list, read only by the trigger;
+a service has no reason to write it through an ORM, and a mapped class would invite
+``metadata.create_all`` or an autogenerate to create or alter it. It is in
+:data:`MIGRATION_OWNED_TABLES`, so :func:`include_object` keeps a service's autogenerate off it.
+The rules of the triggers still hold for SQLAlchemy clients, because the database applies them;
+``updated_at`` is declared server-updated, so the ORM reads it back after every flush.
 
 SQLAlchemy must never create or drop this table, nor its type: it belongs to the migrations.
 ``tenant_status`` has ``create_type=False``; a service that runs Alembic autogenerate keeps
@@ -65,11 +71,14 @@ except ModuleNotFoundError as exc:  # only a missing SQLAlchemy; a broken instal
     ) from exc
 
 from dbtools.tenants import (
+    NAME_CONTROL_CHECK,
     NAME_LENGTH_CHECK,
     NAME_NOT_BLANK_CHECK,
+    NAME_VISIBLE_CHECK,
     SETTINGS_OBJECT_CHECK,
     SLUG_FORMAT_CHECK,
     SLUG_KEY,
+    SLUG_RESERVED,
     TenantStatus,
 )
 
@@ -77,12 +86,16 @@ __all__ = [
     "CREATED_AT_IMMUTABLE",
     "ID_IMMUTABLE",
     "MIGRATION_OWNED_TABLES",
+    "NAME_CONTROL_CHECK",
     "NAME_LENGTH_CHECK",
     "NAME_NOT_BLANK_CHECK",
+    "NAME_VISIBLE_CHECK",
     "PKEY",
+    "RESERVED_SLUGS_TABLE",
     "SETTINGS_OBJECT_CHECK",
     "SLUG_FORMAT_CHECK",
     "SLUG_KEY",
+    "SLUG_RESERVED",
     "TABLE",
     "UPDATED_AT_CHECK",
     "Base",
@@ -93,6 +106,8 @@ __all__ = [
 ]
 
 TABLE = "tenants"
+# The slugs no tenant may take (sql/0003_reserve-slugs-and-check-names.sql); not mapped.
+RESERVED_SLUGS_TABLE = "reserved_slugs"
 # The constraint names tenants.py does not need, equal to those in sql/.
 PKEY = "tenants_pkey"
 UPDATED_AT_CHECK = "tenants_updated_at_check"
@@ -100,10 +115,12 @@ UPDATED_AT_CHECK = "tenants_updated_at_check"
 # check_violation) when an UPDATE changes id or created_at.
 ID_IMMUTABLE = "tenants_id_immutable"
 CREATED_AT_IMMUTABLE = "tenants_created_at_immutable"
-# Every table the dbtools migrations own: tenants, yoyo's bookkeeping, dbtools' checksums.
+# Every table the dbtools migrations own: tenants, the reserved slugs, yoyo's bookkeeping,
+# dbtools' checksums.
 MIGRATION_OWNED_TABLES = frozenset(
     {
         TABLE,
+        RESERVED_SLUGS_TABLE,
         "_yoyo_migration",
         "_yoyo_log",
         "_yoyo_version",
@@ -168,6 +185,25 @@ class Tenant(Base):
             ),
         ),
         CheckConstraint(
+            r"name !~ '[\u0001-\u001f\u007f-\u009f]'",
+            name=NAME_CONTROL_CHECK,
+            comment="A name holds no control characters (U+0001-U+001F, U+007F-U+009F).",
+        ),
+        CheckConstraint(
+            "name ~ '"
+            r"[^\t\n\u000b\f\r \u0085\u00a0\u00ad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890"
+            r"-\u0891\u08e2\u115f-\u1160\u1680\u17b4-\u17b5\u180b-\u180f\u2000-\u200f\u2028-"
+            r"\u202f\u205f-\u206f\u2800\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\U0"
+            r"00110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d1"
+            r"7a\U000e0000-\U000e0fff]"
+            "'",
+            name=NAME_VISIBLE_CHECK,
+            comment=(
+                "A name holds at least one visible character: not only White_Space, format or "
+                "invisible characters."
+            ),
+        ),
+        CheckConstraint(
             "char_length(name) <= 255",
             name=NAME_LENGTH_CHECK,
             comment="A name is at most 255 characters long.",
@@ -204,7 +240,11 @@ class Tenant(Base):
         comment="URL-safe handle: 3-50 of a-z, 0-9 and -, no leading or trailing hyphen. Unique.",
     )
     name: Mapped[str] = mapped_column(
-        Text, comment="Display name: not blank, at most 255 characters."
+        Text,
+        comment=(
+            "Display name: at least one visible character, no control characters, at most 255 "
+            "characters."
+        ),
     )
     status: Mapped[TenantStatus] = mapped_column(
         # The type belongs to the migrations: never created or dropped by SQLAlchemy.

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import Any, LiteralString
 from uuid import UUID
 
@@ -41,10 +43,12 @@ from dbtools.errors import (
     DuplicateSlug,
     InvalidSlug,
     InvalidTenant,
+    ReservedSlug,
     TenantInUse,
     TenantNotFound,
+    excerpt,
 )
-from dbtools.slugs import is_valid_slug, validate_slug
+from dbtools.slugs import is_valid_slug, validate_new_slug, validate_slug
 
 __all__ = [
     "NAME_MAX_LENGTH",
@@ -59,6 +63,7 @@ __all__ = [
     "get_many",
     "get_or_create",
     "list_tenants",
+    "load_settings",
     "settings_json",
     "suspend",
     "update",
@@ -72,16 +77,68 @@ SETTINGS_MAX_DEPTH = 100
 # \u0000 written by json.dumps, i.e. not preceded by an escaped backslash of the content.
 _escaped_nul = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 LIST_LIMIT_MAX = 1000
-# Unicode's White_Space characters, as spelled out in the tenants_name_not_blank_check constraint.
-_WHITE_SPACE = (
-    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
-    "\u200a\u2028\u2029\u202f\u205f\u3000"
+# What a name may not be made of only, as spelled out in the tenants_name_visible_check
+# constraint (sql/0003_reserve-slugs-and-check-names.sql), code point ranges in the same order:
+# Unicode's White_Space, every format character (Cf), every Default_Ignorable_Code_Point and the
+# Braille blank U+2800, as of Unicode 15.1. A test compares the two for every code point.
+NAME_BLANK_RANGES: tuple[tuple[int, int], ...] = (
+    (0x09, 0x0D),  # \t \n \v \f \r
+    (0x20, 0x20),
+    (0x85, 0x85),
+    (0xA0, 0xA0),
+    (0xAD, 0xAD),
+    (0x034F, 0x034F),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x115F, 0x1160),
+    (0x1680, 0x1680),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x2000, 0x200F),
+    (0x2028, 0x202F),
+    (0x205F, 0x206F),
+    (0x2800, 0x2800),
+    (0x3000, 0x3000),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
 )
+# Control characters, as the tenants_name_control_check constraint lists them (NUL apart: text
+# cannot hold it, and validate_name says so on its own).
+NAME_CONTROL_RANGES: tuple[tuple[int, int], ...] = ((0x01, 0x1F), (0x7F, 0x9F))
+
+
+def _character_class(ranges: Iterable[tuple[int, int]]) -> str:
+    return "".join(
+        re.escape(chr(low)) if low == high else f"{re.escape(chr(low))}-{re.escape(chr(high))}"
+        for low, high in ranges
+    )
+
+
+_has_visible = re.compile(f"[^{_character_class(NAME_BLANK_RANGES)}]").search
+_has_control = re.compile(f"[{_character_class(NAME_CONTROL_RANGES)}]").search
 
 # Constraint names, equal to those in sql/: errors are mapped by name, never by message text.
 SLUG_KEY = "tenants_slug_key"
 SLUG_FORMAT_CHECK = "tenants_slug_format_check"
 NAME_NOT_BLANK_CHECK = "tenants_name_not_blank_check"
+NAME_VISIBLE_CHECK = "tenants_name_visible_check"
+NAME_CONTROL_CHECK = "tenants_name_control_check"
+# Not a constraint: the name the trigger tg_tenants__reserved_slug reports (SQLSTATE
+# check_violation) when a new or renamed tenant takes a slug listed in reserved_slugs.
+SLUG_RESERVED = "tenants_slug_reserved"
 NAME_LENGTH_CHECK = "tenants_name_length_check"
 SETTINGS_OBJECT_CHECK = "tenants_settings_object_check"
 
@@ -109,12 +166,43 @@ class Tenant(BaseModel):
 
 # Every query below selects exactly these columns in this order, the fields of Tenant (a test
 # checks it), so rows map by position: psycopg's class_row would rebuild the column names from
-# the cursor description on every call, measurably slower on the hot path (bench/).
+# the cursor description on every call, measurably slower on the hot path (bench/). Settings
+# come as jsonb's text and are parsed by load_settings, which reads every jsonb value (psycopg's
+# loader, json.loads, fails on a number of more than 4300 digits), at the cost of json.loads.
 COLUMNS = tuple(Tenant.model_fields)
 
 
 def _make_tenant(values: Sequence[Any]) -> Tenant:
-    return Tenant(**dict(zip(COLUMNS, values, strict=True)))
+    fields = dict(zip(COLUMNS, values, strict=True))
+    fields["settings"] = load_settings(fields["settings"])
+    return Tenant(**fields)
+
+
+def _int(text: str) -> int | Decimal:
+    try:
+        return int(text)
+    except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits())
+        return Decimal(text)
+
+
+def _float(text: str) -> float | Decimal:
+    value = float(text)
+    if math.isinf(value) or (value == 0.0 and text.strip("-0.")):
+        return Decimal(text)  # beyond a float's range: kept exact rather than inf or 0.0
+    return value
+
+
+# jsonb numbers are PostgreSQL numerics: up to 131072 digits before the point. json.loads would
+# raise ValueError on an integer of more than 4300 digits (Python's int/str limit) and turn a
+# fraction beyond a float's range into inf or 0.0; such numbers come back as Decimal, exactly.
+_settings_decoder = json.JSONDecoder(parse_int=_int, parse_float=_float)
+
+
+def load_settings(text: str) -> dict[str, Any]:
+    """Settings as the ``tenants`` queries return them (``settings::text``), parsed. Every
+    ``jsonb`` object loads: numbers that neither int nor float holds exactly are Decimal."""
+    value: dict[str, Any] = _settings_decoder.decode(text)
+    return value
 
 
 def _tenant_row(cursor: Any) -> Callable[[Sequence[Any]], Tenant]:
@@ -123,19 +211,19 @@ def _tenant_row(cursor: Any) -> Callable[[Sequence[Any]], Tenant]:
 
 
 GET_BY_SLUG: LiteralString = """
-    SELECT id, slug, name, status, settings, created_at, updated_at
+    SELECT id, slug, name, status, settings::text AS settings, created_at, updated_at
     FROM tenants
     WHERE slug = %(slug)s
 """
 
 GET_BY_ID: LiteralString = """
-    SELECT id, slug, name, status, settings, created_at, updated_at
+    SELECT id, slug, name, status, settings::text AS settings, created_at, updated_at
     FROM tenants
     WHERE id = %(id)s
 """
 
 GET_MANY: LiteralString = """
-    SELECT id, slug, name, status, settings, created_at, updated_at
+    SELECT id, slug, name, status, settings::text AS settings, created_at, updated_at
     FROM tenants
     WHERE slug = ANY(%(slugs)s::text[])
 """
@@ -144,7 +232,7 @@ GET_MANY: LiteralString = """
 # costs the same. '' sorts before every slug, and an empty status filter means "any status", so
 # one statement (and one cached plan) serves every combination of arguments.
 LIST: LiteralString = """
-    SELECT id, slug, name, status, settings, created_at, updated_at
+    SELECT id, slug, name, status, settings::text AS settings, created_at, updated_at
     FROM tenants
     WHERE slug > %(after)s
       AND (cardinality(%(statuses)s::tenant_status[]) = 0
@@ -156,14 +244,14 @@ LIST: LiteralString = """
 INSERT: LiteralString = """
     INSERT INTO tenants (slug, name, settings)
     VALUES (%(slug)s, %(name)s, %(settings)s::jsonb)
-    RETURNING id, slug, name, status, settings, created_at, updated_at
+    RETURNING id, slug, name, status, settings::text AS settings, created_at, updated_at
 """
 
 INSERT_IF_ABSENT: LiteralString = """
     INSERT INTO tenants (slug, name, settings)
     VALUES (%(slug)s, %(name)s, %(settings)s::jsonb)
     ON CONFLICT (slug) DO NOTHING
-    RETURNING id, slug, name, status, settings, created_at, updated_at
+    RETURNING id, slug, name, status, settings::text AS settings, created_at, updated_at
 """
 
 # NULL means "leave as it is"; the trigger keeps updated_at when nothing actually changes.
@@ -172,14 +260,14 @@ UPDATE: LiteralString = """
     SET name = coalesce(%(name)s::text, name),
         settings = coalesce(%(settings)s::jsonb, settings)
     WHERE slug = %(slug)s
-    RETURNING id, slug, name, status, settings, created_at, updated_at
+    RETURNING id, slug, name, status, settings::text AS settings, created_at, updated_at
 """
 
 SET_STATUS: LiteralString = """
     UPDATE tenants
     SET status = %(status)s::tenant_status
     WHERE slug = %(slug)s
-    RETURNING id, slug, name, status, settings, created_at, updated_at
+    RETURNING id, slug, name, status, settings::text AS settings, created_at, updated_at
 """
 
 DELETE: LiteralString = """
@@ -213,7 +301,9 @@ def get_by_id(conn: psycopg.Connection[Any], tenant_id: UUID) -> Tenant | None:
 
 def get_many(conn: psycopg.Connection[Any], slugs: Iterable[str]) -> dict[str, Tenant]:
     """The tenants with these slugs, by slug, in one round trip; unknown and invalid ones are
-    absent."""
+    absent. ``slugs`` is a collection of slugs: a single string is a TypeError."""
+    if isinstance(slugs, str | bytes):
+        raise TypeError(f"slugs must be an iterable of slugs, not one {type(slugs).__name__}")
     wanted = list({slug for slug in slugs if is_valid_slug(slug)})
     if not wanted:
         return {}
@@ -252,7 +342,8 @@ def create(
     *,
     settings: Mapping[str, Any] | None = None,
 ) -> Tenant:
-    """Insert a new tenant; raises :class:`DuplicateSlug` if the slug is taken."""
+    """Insert a new tenant; raises :class:`DuplicateSlug` if the slug is taken and
+    :class:`ReservedSlug` if the platform keeps it for itself."""
     params = _new_tenant_params(slug, name, settings)
     with _writing(conn, slug) as cur:
         cur.execute(INSERT, params)
@@ -338,7 +429,7 @@ def _returned(cur: psycopg.Cursor[Tenant], slug: str) -> Tenant:
 
 
 def _new_tenant_params(slug: str, name: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    validate_slug(slug)
+    validate_new_slug(slug)
     return {
         "slug": slug,
         "name": validate_name(slug, name),
@@ -350,14 +441,19 @@ def validate_name(slug: str, name: object) -> str:
     """Return ``name`` if the schema accepts it for tenant ``slug``, else raise InvalidTenant."""
     if not isinstance(name, str):
         raise InvalidTenant(slug, "name", f"must be a string, not {type(name).__name__}")
-    if not name.strip(_WHITE_SPACE):
-        raise InvalidTenant(slug, "name", "must not be blank")
     if len(name) > NAME_MAX_LENGTH:
         raise InvalidTenant(
             slug, "name", f"must be at most {NAME_MAX_LENGTH} characters, not {len(name)}"
         )
+    if _has_visible(name) is None:
+        reason = "must not be blank (spaces, format or invisible characters only)"
+        raise InvalidTenant(slug, "name", reason)
     if "\x00" in name:
         raise InvalidTenant(slug, "name", "must not contain NUL characters")
+    control = _has_control(name)
+    if control is not None:
+        shown = repr(control.group())
+        raise InvalidTenant(slug, "name", f"must not contain control characters ({shown})")
     if not _encodable(name):
         raise InvalidTenant(slug, "name", "must be valid Unicode (it holds a lone surrogate)")
     return name
@@ -368,6 +464,14 @@ def settings_json(slug: str, settings: object) -> str:
     if not isinstance(settings, Mapping):
         raise InvalidTenant(
             slug, "settings", f"must be a JSON object (a mapping), not {type(settings).__name__}"
+        )
+    bad_keys = _non_string_keys(settings)
+    if bad_keys:  # json.dumps would write 1, None, True as "1", "null", "true"
+        bad_key = bad_keys[0]
+        raise InvalidTenant(
+            slug,
+            "settings",
+            f"keys must be strings, not {type(bad_key).__name__} ({excerpt(bad_key)})",
         )
     try:
         text = json.dumps(settings, allow_nan=False, ensure_ascii=False, default=_json_default)
@@ -384,6 +488,25 @@ def settings_json(slug: str, settings: object) -> str:
     if not _encodable(text):
         raise InvalidTenant(slug, "settings", "must be valid Unicode (they hold a lone surrogate)")
     return text
+
+
+def _non_string_keys(settings: Mapping[Any, Any]) -> list[object]:
+    """The first key, at any depth, that is not a string, in a list (empty if none). Walks no
+    deeper than SETTINGS_MAX_DEPTH + 1 levels: deeper settings are refused anyway, and a
+    circular one is left to json.dumps to report."""
+    stack: list[tuple[object, int]] = [(settings, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > SETTINGS_MAX_DEPTH + 1:
+            continue
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    return [key]
+                stack.append((item, depth + 1))
+        elif isinstance(value, list | tuple):
+            stack.extend((item, depth + 1) for item in value)
+    return []
 
 
 def _nesting(text: str) -> int:
@@ -448,13 +571,22 @@ def _writing(conn: psycopg.Connection[Any], slug: str) -> Iterator[psycopg.Curso
         if mapped is None:
             raise
         raise mapped from exc
+    except pg_errors.ProgramLimitExceeded as exc:
+        # Of a tenant's values only the settings are unbounded: slug and name are a few hundred
+        # bytes at most, far below any limit (a jsonb string of 256 MB, an index row of 2704 B).
+        reason = exc.diag.message_primary or "exceeds a limit of PostgreSQL"
+        raise InvalidTenant(slug, "settings", f"too large to store: {reason}") from exc
 
 
 def _check_error(constraint: str | None, slug: str) -> InvalidSlug | InvalidTenant | None:
     if constraint == SLUG_FORMAT_CHECK:
         return InvalidSlug(slug, f"rejected by {SLUG_FORMAT_CHECK}")
-    if constraint == NAME_NOT_BLANK_CHECK:
+    if constraint == SLUG_RESERVED:
+        return ReservedSlug(slug, constraint=constraint)
+    if constraint in (NAME_NOT_BLANK_CHECK, NAME_VISIBLE_CHECK):
         return InvalidTenant(slug, "name", f"must not be blank ({constraint})")
+    if constraint == NAME_CONTROL_CHECK:
+        return InvalidTenant(slug, "name", f"must not contain control characters ({constraint})")
     if constraint == NAME_LENGTH_CHECK:
         reason = f"must be at most {NAME_MAX_LENGTH} characters ({constraint})"
         return InvalidTenant(slug, "name", reason)

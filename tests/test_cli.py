@@ -136,6 +136,7 @@ EXAMPLES: list[tuple[errors.DbToolsError, Exit]] = [
     (errors.LocalDatabaseError("x"), Exit.UNAVAILABLE),
     (errors.ExternalToolError("x"), Exit.UNAVAILABLE),
     (errors.InvalidSlug("X", "x"), Exit.DOMAIN),
+    (errors.ReservedSlug("www"), Exit.DOMAIN),
     (errors.InvalidTenant("x", "name", "x"), Exit.DOMAIN),
     (errors.DuplicateSlug("x"), Exit.DOMAIN),
     (errors.TenantNotFound("x"), Exit.DOMAIN),

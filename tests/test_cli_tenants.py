@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -170,13 +171,15 @@ def test_debug_shows_the_traceback(cli: Cli) -> None:
 def test_names_cannot_drive_the_terminal(
     cli: Cli, db_url: str, conn: psycopg.Connection[Any]
 ) -> None:
-    """Control characters in a name are shown escaped in human output, and kept in JSON."""
+    """Control characters in a name are shown escaped in human output, and kept in JSON. The
+    database refuses them now; the row stands for one written before the rule (its constraint
+    dropped here, as on a database that was never migrated to 0004)."""
+    conn.execute("ALTER TABLE tenants DROP CONSTRAINT tenants_name_control_check")
     name = "Evil\x1b[2J\nCorp"
-    tenants.create(conn, "evil", name)
+    conn.execute("INSERT INTO tenants (slug, name) VALUES ('evil', %s)", (name,))
     for args in (
         ("tenants", "list"),
         ("tenants", "show", "evil"),
-        ("tenants", "rename", "evil", name),
     ):
         result = on(cli, db_url, *args)
         assert result.returncode == 0, args
@@ -237,7 +240,7 @@ def test_the_delete_question_stays_out_of_stdout(
 def test_a_rule_someone_else_added_is_a_domain_error(
     cli: Cli, db_url: str, conn: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
-    conn.execute("ALTER TABLE tenants ADD CONSTRAINT tenants_no_admin CHECK (slug <> 'admin')")
+    conn.execute("ALTER TABLE tenants ADD CONSTRAINT tenants_no_admin CHECK (slug <> 'boss')")
     conn.execute(
         "CREATE FUNCTION keep() RETURNS trigger LANGUAGE plpgsql AS "
         "$$ BEGIN RAISE EXCEPTION 'tenant % is kept', OLD.slug; END $$"
@@ -246,9 +249,9 @@ def test_a_rule_someone_else_added_is_a_domain_error(
         "CREATE TRIGGER keep BEFORE DELETE ON tenants FOR EACH ROW EXECUTE FUNCTION keep()"
     )
     tenants.create(conn, "kept", "Kept")
-    (tmp_path / "admins.csv").write_text("slug,name\nadmin,Admin\n")
+    (tmp_path / "admins.csv").write_text("slug,name\nboss,Boss\n")
     for args, message in [
-        (("tenants", "create", "admin", "Admin"), "(tenants_no_admin)"),
+        (("tenants", "create", "boss", "Boss"), "(tenants_no_admin)"),
         (("tenants", "import", str(tmp_path / "admins.csv")), "(tenants_no_admin)"),
         (("tenants", "delete", "kept", "--yes"), "tenant kept is kept"),
     ]:
@@ -431,3 +434,95 @@ def test_bad_rows_are_named_by_the_path_as_given(
     result = on(cli, db_url, "tenants", "import", "in/bad.csv")
     assert result.returncode == 1
     assert result.stderr.startswith("in/bad.csv: line 2: invalid tenant slug 'Bad'")
+
+
+# --- reserved slugs, names, settings that cannot lie -------------------------------------------
+
+
+def test_creating_a_reserved_slug_is_a_domain_error(cli: Cli, db_url: str) -> None:
+    result = on(cli, db_url, "tenants", "create", "www", "Mine")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "dbtools: error: invalid tenant slug 'www': the slug is reserved for the platform\n"
+    )
+    assert on(cli, db_url, "tenants", "create", "demo", "Demo Tenant").returncode == 0
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("Evil\x1b[2J\x1b]0;owned\x07\rFake active", id="escape-sequences"),
+        pytest.param("\u200b\ufeff\u3164\u2800", id="invisible-only"),
+    ],
+)
+def test_creating_or_renaming_to_a_lying_name_is_a_domain_error(
+    cli: Cli, db_url: str, conn: psycopg.Connection[Any], name: str
+) -> None:
+    tenants.create(conn, "acme", "Acme")
+    for args in (("tenants", "create", "evil", name), ("tenants", "rename", "acme", name)):
+        result = on(cli, db_url, *args)
+        assert result.returncode == 1, args
+        assert result.stderr.startswith("dbtools: error: invalid name for tenant "), args
+        assert "\x1b" not in result.stderr
+    assert [t.name for t in tenants.list_tenants(conn)] == ["Acme"]
+
+
+def test_control_characters_in_settings_never_reach_the_terminal(
+    cli: Cli, db_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    """Settings may hold any text; JSON output escapes C0 and C1 controls alike (U+009B is an
+    8-bit CSI), and the human output escapes them too."""
+    settings = {"c0": "\x1b[2J\x07\r", "c1": "\x9b31m\x85", "\x1b]0;key\x07": "v"}
+    tenants.create(conn, "acme", "Acme", settings=settings)
+    for args in (("tenants", "show", "acme"), ("tenants", "list")):
+        for json_flag in ((), ("--json",)):
+            result = on(cli, db_url, *json_flag, *args)
+            assert result.returncode == 0, (args, json_flag)
+            bad = [
+                c for c in result.stdout if (ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) <= 0x9F
+            ]
+            assert bad == [], (args, json_flag)
+    assert on_json(cli, db_url, "tenants", "show", "acme")["settings"] == settings
+
+
+def test_numbers_no_python_float_or_int_holds_are_listed_and_shown_exactly(
+    cli: Cli, db_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    conn.execute(
+        "INSERT INTO tenants (slug, name, settings) VALUES ('big', 'Big', %s)",
+        ('{"n": 1e5000, "tiny": 1.5e-400, "f": 0.5}',),
+    )
+    assert on(cli, db_url, "tenants", "list").returncode == 0
+    shown = on(cli, db_url, "tenants", "show", "big")
+    assert shown.returncode == 0, shown.stderr
+    assert '"n": 1' + "0" * 5000 in shown.stdout
+    for args in (("tenants", "show", "big"), ("tenants", "list")):
+        result = on(cli, db_url, "--json", *args)
+        assert result.returncode == 0, (args, result.stderr)
+        document = json.loads(result.stdout, parse_int=Decimal, parse_float=Decimal)
+        tenant = document if "settings" in document else document["tenants"][0]
+        assert tenant["settings"] == {
+            "n": Decimal("1e5000"),
+            "tiny": Decimal("1.5e-400"),
+            "f": Decimal("0.5"),
+        }
+
+
+@pytest.mark.parametrize(
+    ("settings", "complaint"),
+    [
+        ('{"a": {"1": 1}, "b": [{"x": 1}]}', None),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ],
+)
+def test_settings_argument_round_trips_or_is_refused(
+    cli: Cli, db_url: str, settings: str, complaint: str | None
+) -> None:
+    result = on(cli, db_url, "--json", "tenants", "create", "acme", "Acme", "--settings", settings)
+    if complaint is None:
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["settings"] == json.loads(settings)
+    else:
+        assert result.returncode == 2
+        assert complaint in result.stderr
+        assert "Traceback" not in result.stderr

@@ -172,8 +172,7 @@ def test_odd_names_and_settings_are_stored_verbatim(
         "commas": "Smith, Jones; and Partners",
         "emoji": "Rocket 🚀 Ltd ✨",
         "injection": INJECTION,
-        "backslash": "C:\\new\\table \\N \\. tab\there",
-        "newline": "Line one\nLine two",
+        "backslash": "C:\\new\\table \\N \\. and \\t",
         "spaces": "  padded  ",
     }
     settings = {
@@ -182,6 +181,7 @@ def test_odd_names_and_settings_are_stored_verbatim(
         "emoji": "🚀",
         "punctuation": "a,b;c",
         "backslash": "\\N\\.",
+        "control": "Line one\nLine two\ttabbed",  # names may not hold these; settings may
         "nested": {"list": [1, 2.5, None, True]},
     }
     rows = [["slug", "name", "settings"]]
@@ -356,10 +356,10 @@ def test_quoted_newlines_keep_the_following_line_numbers_right(
     cli: Cli, db_url: str, conn: Conn, tmp_path: Path
 ) -> None:
     content = (
-        "slug,name\n"
-        'acme,"Acme\nCorp\nInternational"\n'  # lines 2-4
-        "beta,Beta\n"  # line 5
-        "Bad,Bad\n"  # line 6
+        "slug,name,settings\n"
+        'acme,Acme,"{\n""plan"": ""pro""\n}"\n'  # lines 2-4
+        "beta,Beta,\n"  # line 5
+        "Bad,Bad,\n"  # line 6
     )
     line, _ = only_error(run_import(cli, db_url, write_file(tmp_path, content)))
     assert line == 6
@@ -370,11 +370,11 @@ def test_a_bad_record_spanning_lines_is_reported_on_the_line_it_starts(
     cli: Cli, db_url: str, conn: Conn, tmp_path: Path
 ) -> None:
     content = (
-        "slug,name\n"
-        'acme,"Acme\nCorp"\n'  # lines 2-3
-        'Bad,"Spans\nthree\nlines"\n'  # lines 4-6
-        "beta,Beta\n"  # line 7
-        "beta,Beta again\n"  # line 8
+        "slug,name,settings\n"
+        'acme,Acme,"{\n}"\n'  # lines 2-3
+        'Bad,Bad,"{\n\n}"\n'  # lines 4-6
+        "beta,Beta,\n"  # line 7
+        "beta,Beta again,\n"  # line 8
     )
     result = run_import(cli, db_url, write_file(tmp_path, content))
     assert reported_lines(result) == [4, 8]
@@ -674,9 +674,11 @@ def test_progress_of_a_header_only_file_names_each_phase_once(conn: Conn, tmp_pa
 
 
 def test_import_csv_reads_an_open_text_stream_and_leaves_it_open(conn: Conn) -> None:
-    stream = io.StringIO('slug,name,settings\r\nacme,"Acme\r\nCorp",{}\r\nbeta,Beta,\r\n')
-    assert import_csv(conn, stream) == 2
-    assert stored(conn, "acme").name == "Acme\r\nCorp"  # as from a file opened with newline=""
+    stream = io.StringIO(
+        'slug,name,settings\r\nacme,Acme Corp,"{\r\n""a"": ""b""}"\r\nbeta,Beta,\r\n'
+    )
+    assert import_csv(conn, stream) == 2  # a quoted field spans a \r\n, as in a file
+    assert stored(conn, "acme").settings == {"a": "b"}
     assert not stream.closed  # the caller's to close
 
 
@@ -781,5 +783,17 @@ def test_a_file_without_line_ends_is_refused_without_reading_it_all(
     assert (error.line, error.message) == (
         1,
         f"malformed CSV: line 1 is longer than {MAX_LINE:,} characters (the rest was not read)",
+    )
+    assert row_count(conn) == 0
+
+
+def test_a_reserved_slug_is_a_bad_row_of_its_own(
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    result = run_import(cli, db_url, write_file(tmp_path, "slug,name\nacme,Acme\nwww,The Web\n"))
+    line, message = only_error(result)
+    assert (line, message) == (
+        3,
+        "invalid tenant slug 'www': the slug is reserved for the platform",
     )
     assert row_count(conn) == 0

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from psycopg import errors
+from psycopg import errors, sql
 
-from dbtools import slugs
-from dbtools.errors import DbToolsError, InvalidSlug
-from dbtools.slugs import is_valid_slug, validate_slug
+from dbtools import slugs, tenants
+from dbtools.errors import DbToolsError, InvalidSlug, InvalidTenant, ReservedSlug
+from dbtools.slugs import RESERVED_SLUGS, is_valid_slug, validate_new_slug, validate_slug
 
 Conn = psycopg.Connection[Any]
 
 SLUG_FORMAT_CHECK = "tenants_slug_format_check"
+SLUG_RESERVED = "tenants_slug_reserved"
 INSERT = "INSERT INTO tenants (slug, name) VALUES (%(slug)s, 'Tenant')"
 
 
@@ -29,6 +31,8 @@ def database_accepts(conn: Conn, slug: str) -> bool:
     except errors.CheckViolation as exc:
         if exc.diag.constraint_name == SLUG_FORMAT_CHECK:
             return False
+        if exc.diag.constraint_name == SLUG_RESERVED:  # well formed: the format check is later
+            return True
         raise
     return True
 
@@ -158,3 +162,114 @@ def test_invalid_slug_is_a_value_error_and_a_dbtools_error() -> None:
         validate_slug("Not A Slug")
     assert isinstance(caught.value, ValueError)
     assert isinstance(caught.value, DbToolsError)
+
+
+# --- reserved slugs ----------------------------------------------------------------------------
+
+
+def test_the_python_list_of_reserved_slugs_is_the_seeded_sql_rows(conn: Conn) -> None:
+    rows = conn.execute("SELECT slug FROM reserved_slugs").fetchall()
+    assert {slug for (slug,) in rows} == RESERVED_SLUGS
+    assert {"www", "api", "admin", "app", "mail", "status", "docs", "support"} <= RESERVED_SLUGS
+    assert "demo" not in RESERVED_SLUGS
+
+
+@pytest.mark.parametrize("slug", sorted(RESERVED_SLUGS))
+def test_validate_new_slug_refuses_a_reserved_slug(slug: str) -> None:
+    with pytest.raises(ReservedSlug) as caught:
+        validate_new_slug(slug)
+    assert isinstance(caught.value, InvalidSlug)
+    assert caught.value.slug == slug
+    assert "reserved" in str(caught.value)
+    assert validate_slug(slug) == slug  # still a valid slug: lookups of old tenants work
+
+
+def test_validate_new_slug_accepts_demo_and_refuses_what_validate_slug_refuses() -> None:
+    assert validate_new_slug("demo") == "demo"
+    with pytest.raises(InvalidSlug) as caught:
+        validate_new_slug("Not A Slug")
+    assert not isinstance(caught.value, ReservedSlug)
+
+
+# --- the name rule: Python (tenants.validate_name) against the database's constraints ----------
+
+NAME_CONSTRAINTS = {
+    "tenants_name_not_blank_check",
+    "tenants_name_visible_check",
+    "tenants_name_control_check",
+    "tenants_name_length_check",
+}
+INSERT_NAME = "INSERT INTO tenants (slug, name) VALUES ('acme', %(name)s)"
+
+
+def database_accepts_name(conn: Conn, name: str) -> bool:
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute(INSERT_NAME, {"name": name})
+    except errors.CheckViolation as exc:
+        if exc.diag.constraint_name in NAME_CONSTRAINTS:
+            return False
+        raise
+    return True
+
+
+def python_accepts_name(name: str) -> bool:
+    try:
+        tenants.validate_name("acme", name)
+    except InvalidTenant:
+        return False
+    return True
+
+
+# Blank, format and invisible characters, controls (ESC, BEL, CR, DEL, C1 CSI), and visible ones.
+NAME_ALPHABET = (
+    " \t\n\r\x1b\x07\x7f\x9b\x85\xa0\xad\u200b\u200d\u202e\u2060\u2800\u3000\u3164\ufeff\uffa0"
+    "\U000e0041\U0001d173aZ\u00e9\U0001f600-"
+)
+
+
+@PROPERTY_SETTINGS
+@given(name=st.text(alphabet=NAME_ALPHABET, min_size=0, max_size=12))
+def test_python_and_database_agree_on_names(conn: Conn, name: str) -> None:
+    assert database_accepts_name(conn, name) == python_accepts_name(name), repr(name)
+
+
+@PROPERTY_SETTINGS
+@given(name=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=20))
+def test_python_and_database_agree_on_any_name(conn: Conn, name: str) -> None:
+    assert database_accepts_name(conn, name) == python_accepts_name(name), repr(name)
+
+
+def test_python_and_database_agree_on_every_one_character_name(conn: Conn) -> None:
+    """Every code point a name can hold, alone: the database evaluates the name constraints of
+    the catalog over all of them in one query."""
+    definitions = conn.execute(
+        "SELECT pg_get_expr(conbin, conrelid) FROM pg_constraint"
+        " WHERE conrelid = 'tenants'::regclass AND conname = ANY(%s)",
+        (sorted(NAME_CONSTRAINTS),),
+    ).fetchall()
+    assert len(definitions) == len(NAME_CONSTRAINTS)
+    rule = sql.SQL(" AND ").join(sql.SQL(f"({expr})") for (expr,) in definitions)
+    refused = conn.execute(
+        sql.SQL(
+            "SELECT array_agg(c ORDER BY c) FROM generate_series(1, 1114111) c,"
+            " LATERAL (SELECT chr(c) AS name) n"
+            " WHERE (c < 55296 OR c > 57343) AND NOT ({})"
+        ).format(rule)
+    ).fetchone()
+    assert refused is not None
+    by_python = [
+        c
+        for c in range(1, 0x110000)
+        if not 0xD800 <= c <= 0xDFFF and not python_accepts_name(chr(c))
+    ]
+    assert refused[0] == by_python
+    assert {0x1B, 0x9B, 0x200B, 0x2800, 0x3164, 0xFEFF} <= set(by_python)
+    assert {0x41, 0xE9, 0x1F600}.isdisjoint(by_python)
+
+
+def test_every_format_character_of_this_python_counts_as_blank() -> None:
+    """The spelled-out list covers general category Cf as far as this Python's Unicode knows it."""
+    formats = [c for c in range(0x110000) if unicodedata.category(chr(c)) == "Cf"]
+    assert formats
+    assert [c for c in formats if python_accepts_name(chr(c))] == []

@@ -112,7 +112,8 @@ def test_settings_must_be_an_object(conn: Conn, settings: str) -> None:
     )
 
 
-@pytest.mark.parametrize("name", ["", " ", "\t\n", "\u00a0", "\u3000 \u2003"])
+# "\t\n" is blank too, but tenants_name_control_check refuses it first (checks run in name order).
+@pytest.mark.parametrize("name", ["", " ", "\u00a0", "\u3000 \u2003"])
 def test_blank_name_is_rejected(conn: Conn, name: str) -> None:
     violates(
         conn,
@@ -233,7 +234,9 @@ def test_schema_documents_itself(conn: Conn) -> None:
         """
         SELECT obj_description('tenants'::regclass, 'pg_class'),
                obj_description('tenant_status'::regtype, 'pg_type'),
-               obj_description('tg_tenants__timestamps'::regproc, 'pg_proc')
+               obj_description('tg_tenants__timestamps'::regproc, 'pg_proc'),
+               obj_description('tg_tenants__reserved_slug'::regproc, 'pg_proc'),
+               obj_description('reserved_slugs'::regclass, 'pg_class')
         """
     ).fetchone()
     assert comments is not None
@@ -251,7 +254,119 @@ def test_every_constraint_and_the_trigger_say_their_rule(conn: Conn) -> None:
         FROM pg_trigger WHERE tgrelid = 'tenants'::regclass AND NOT tgisinternal
         """
     ).fetchall()
-    assert len(rows) == 8
+    assert len(rows) == 11
     assert [name for name, comment in rows if not comment] == []
     comments = dict(rows)
     assert comments["tenants_slug_key"] == "No two tenants share a slug."
+
+
+# --- reserved slugs (sql/0003) -----------------------------------------------------------------
+
+RESERVED = "tenants_slug_reserved"
+
+
+@pytest.mark.parametrize("slug", ["www", "api", "admin", "support"])
+def test_a_reserved_slug_cannot_be_inserted(conn: Conn, slug: str) -> None:
+    violates(conn, errors.CheckViolation, RESERVED, INSERT, (slug, "X", "active", "{}"))
+
+
+def test_demo_is_not_reserved(conn: Conn) -> None:
+    assert insert(conn, "demo", "Demo Tenant")[1] == "demo"
+
+
+def test_a_tenant_cannot_be_renamed_to_a_reserved_slug(conn: Conn) -> None:
+    row = insert(conn, "acme")
+    violates(conn, errors.CheckViolation, RESERVED, "UPDATE tenants SET slug = 'www'", None)
+    assert conn.execute("SELECT * FROM tenants").fetchone() == row
+
+
+def test_a_dba_can_reserve_more_and_an_existing_holder_keeps_its_slug(conn: Conn) -> None:
+    insert(conn, "acme")
+    conn.execute(
+        "INSERT INTO reserved_slugs (slug, reason) VALUES ('acme', 'now ours'), "
+        "('billing-eu', 'EU billing host')"
+    )
+    violates(conn, errors.CheckViolation, RESERVED, INSERT, ("billing-eu", "X", "active", "{}"))
+    # The tenant that held "acme" before it was reserved is still updated as any other.
+    conn.execute("UPDATE tenants SET name = 'Acme 2', slug = slug WHERE slug = 'acme'")
+    assert conn.execute("SELECT name FROM tenants WHERE slug = 'acme'").fetchone() == ("Acme 2",)
+
+
+@pytest.mark.parametrize(
+    ("slug", "reason", "constraint"),
+    [
+        ("Not A Slug", "x", "reserved_slugs_slug_format_check"),
+        ("fine", " ", "reserved_slugs_reason_not_blank_check"),
+    ],
+)
+def test_a_reservation_is_a_slug_with_a_reason(
+    conn: Conn, slug: str, reason: str, constraint: str
+) -> None:
+    violates(
+        conn,
+        errors.CheckViolation,
+        constraint,
+        "INSERT INTO reserved_slugs (slug, reason) VALUES (%s, %s)",
+        (slug, reason),
+    )
+
+
+# --- names: no control characters, at least one visible character -------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("Evil\x1b[2J\x1b]0;owned\x07\rFake active", id="esc-bel-cr"),
+        pytest.param("tab\tname", id="tab"),
+        pytest.param("new\nline", id="newline"),
+        pytest.param("del\x7f", id="del"),
+        pytest.param("csi\x9b31m", id="c1-csi"),
+    ],
+)
+def test_a_name_with_a_control_character_is_rejected(conn: Conn, name: str) -> None:
+    violates(
+        conn,
+        errors.CheckViolation,
+        "tenants_name_control_check",
+        INSERT,
+        ("acme", name, "active", "{}"),
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("\u200b", id="zero-width-space"),
+        pytest.param("\ufeff", id="byte-order-mark"),
+        pytest.param("\u3164", id="hangul-filler"),
+        pytest.param("\u2800", id="braille-blank"),
+        pytest.param("\u200b\ufeff\u3164\u2800 \u00a0\u2060\u00ad", id="all-of-them"),
+        pytest.param("\U000e0041\U000e0042", id="tag-characters"),
+    ],
+)
+def test_a_name_of_invisible_characters_only_is_rejected(conn: Conn, name: str) -> None:
+    violates(
+        conn,
+        errors.CheckViolation,
+        "tenants_name_visible_check",
+        INSERT,
+        ("acme", name, "active", "{}"),
+    )
+
+
+def test_a_name_with_invisible_characters_and_a_visible_one_is_accepted(conn: Conn) -> None:
+    assert insert(conn, "acme", "\u200bAcme\u2800")[2] == "\u200bAcme\u2800"
+
+
+def test_the_name_checks_are_validated(conn: Conn) -> None:
+    rows = conn.execute(
+        "SELECT conname, convalidated FROM pg_constraint"
+        " WHERE conrelid = 'tenants'::regclass AND conname LIKE 'tenants_name_%%'"
+    ).fetchall()
+    assert dict(rows) == {
+        "tenants_name_not_blank_check": True,
+        "tenants_name_length_check": True,
+        "tenants_name_control_check": True,
+        "tenants_name_visible_check": True,
+    }

@@ -96,6 +96,8 @@ DESCRIBED = {
             "slug_key",
             "slug_format_check",
             "name_not_blank_check",
+            "name_control_check",
+            "name_visible_check",
             "name_length_check",
             "settings_object_check",
             "updated_at_check",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import tempfile
 import threading
 import types
@@ -16,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import psycopg
@@ -31,6 +33,7 @@ from dbtools.errors import (
     InvalidSlug,
     InvalidTenant,
     ReadOnlyDatabase,
+    ReservedSlug,
     TenantInUse,
     TenantNotFound,
 )
@@ -410,6 +413,11 @@ def test_create_with_invalid_name_raises_invalid_tenant(conn: Conn) -> None:
         "256-chars": "n" * 256,
         "256-emoji": "\U0001f600" * 256,
         "nul": "Ac\x00me",
+        "escape-bell-return": "Evil\x1b[2J\x1b]0;owned\x07\rFake active",
+        "tab-newline": "tab\tnew\nline",
+        "c1-csi": "Evil\x9b31m",
+        "invisible-only": "\u200b\ufeff\u3164\u2800",
+        "tags-only": "\U000e0041\U000e0042",
     }
     for case, name in names.items():
         with pytest.raises(InvalidTenant) as caught:
@@ -477,7 +485,7 @@ ODD_NAMES = [
     "Robert'); DROP TABLE tenants;--",
     "%(slug)s %s {} $1",
     "  padded  ",
-    "tab\tnew\nline",
+    "zero\u200bwidth \u2800 braille",
     "\u00fcn\u00efc\u00f8d\u00e9 \u0131\u017f\u212a",
 ]
 
@@ -871,3 +879,117 @@ def test_settings_nested_deeper_than_the_limit_are_refused(conn: Conn) -> None:
     with pytest.raises(InvalidTenant, match="nested more than 100 levels deep"):
         tenants.create(conn, "deeper", "Deeper", settings=nested(tenants.SETTINGS_MAX_DEPTH + 1))
     assert tenants.get_by_slug(conn, "deeper") is None
+
+
+# --- reserved slugs, faithful settings, every stored row readable ---------------------------------
+
+
+def test_create_of_a_reserved_slug_raises_reserved_slug(conn: Conn) -> None:
+    for slug in ["www", "api", "admin", "status"]:
+        with pytest.raises(ReservedSlug) as caught:
+            tenants.create(conn, slug, "Mine")
+        assert isinstance(caught.value, InvalidSlug), slug
+        assert caught.value.slug == slug
+        with pytest.raises(ReservedSlug):
+            tenants.get_or_create(conn, slug, "Mine")
+    assert row_count(conn) == 0
+    assert tenants.create(conn, "demo", "Demo Tenant").slug == "demo"
+
+
+def test_a_slug_a_dba_reserved_is_refused_by_the_database_as_reserved_slug(conn: Conn) -> None:
+    seed(conn, "acme")
+    conn.execute("INSERT INTO reserved_slugs (slug, reason) VALUES ('acme', 'x'), ('beta', 'y')")
+    with pytest.raises(ReservedSlug) as caught:
+        tenants.create(conn, "beta", "Beta")
+    assert (caught.value.slug, caught.value.constraint) == ("beta", tenants.SLUG_RESERVED)
+    # The tenant that held "acme" before it was reserved is read and changed as any other.
+    assert tenants.update(conn, "acme", name="Acme 2").name == "Acme 2"
+    assert tenants.suspend(conn, "acme").status is TenantStatus.SUSPENDED
+    tenants.delete(conn, "acme")
+    assert row_count(conn) == 0
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        pytest.param({1: "a", "1": "b"}, id="int-and-string"),
+        pytest.param({None: 1}, id="none"),
+        pytest.param({True: 1}, id="bool"),
+        pytest.param({1.5: 1}, id="float"),
+        pytest.param({"a": [{"b": {2: "deep"}}]}, id="nested-in-a-list"),
+        pytest.param({"a": {"b": {"c": {None: "deeper"}}}}, id="nested"),
+    ],
+)
+def test_settings_with_a_key_that_is_not_a_string_are_refused(
+    conn: Conn, settings: dict[Any, Any]
+) -> None:
+    with pytest.raises(InvalidTenant, match="keys must be strings") as caught:
+        tenants.create(conn, "acme", "Acme", settings=settings)
+    assert caught.value.field == "settings"
+    seed(conn, "beta")
+    with pytest.raises(InvalidTenant, match="keys must be strings"):
+        tenants.update(conn, "beta", settings=settings)
+    assert [t.settings for t in all_tenants(conn)] == [{}]
+
+
+def test_settings_postgresql_cannot_store_are_invalid_tenant(conn: Conn) -> None:
+    """ProgramLimitExceeded, cheaply: a DBA's index on a setting, and a value too big for a
+    btree row (2704 bytes), as a jsonb string over 256 MB would raise it too."""
+    conn.execute("CREATE INDEX tenants_plan_idx ON tenants ((settings ->> 'plan'))")
+    huge = {"plan": secrets.token_urlsafe(12_000)}  # random: not compressed below the limit
+    with pytest.raises(InvalidTenant, match="too large to store") as caught:
+        tenants.create(conn, "acme", "Acme", settings=huge)
+    assert (caught.value.slug, caught.value.field) == ("acme", "settings")
+    assert len(str(caught.value)) < 300
+    seed(conn, "beta")
+    with pytest.raises(InvalidTenant, match="too large to store"):
+        tenants.update(conn, "beta", settings=huge)
+    assert tenants.get_by_slug(conn, "beta") is not None  # the connection is still usable
+
+
+BIG_NUMBERS = '{"n": 1e5000, "neg": -1e400, "tiny": 1.5e-400, "f": 1.5, "i": 42, "deep": [7e4400]}'
+
+
+def test_every_jsonb_number_written_in_sql_is_read(conn: Conn) -> None:
+    conn.execute(
+        "INSERT INTO tenants (slug, name, settings) VALUES ('big', 'Big', %s), ('zed', 'Z', '{}')",
+        (BIG_NUMBERS,),
+    )
+    expected = {
+        "n": Decimal("1e5000"),
+        "neg": Decimal("-1e400"),
+        "tiny": Decimal("1.5e-400"),
+        "f": 1.5,
+        "i": 42,
+        "deep": [Decimal("7e4400")],
+    }
+    big = tenants.get_by_slug(conn, "big")
+    assert big is not None
+    assert big.settings == expected
+    assert (type(big.settings["f"]), type(big.settings["i"])) == (float, int)
+    assert [t.slug for t in all_tenants(conn)] == ["big", "zed"]
+    assert tenants.get_many(conn, ["big"])["big"] == big
+    assert tenants.get_by_id(conn, big.id) == big
+    assert tenants.list_tenants(conn, limit=1)[0].settings == expected
+
+
+@pytest.mark.parametrize("slugs", ["demo", b"demo"], ids=["str", "bytes"])
+def test_get_many_of_one_string_is_a_type_error(conn: Conn, slugs: Any) -> None:
+    seed(conn, "demo")
+    with pytest.raises(TypeError, match="not one"):
+        tenants.get_many(conn, slugs)
+
+
+def test_messages_quote_only_an_excerpt_of_a_huge_slug() -> None:
+    slug = "x" * 10_000_000
+    for error in (
+        InvalidTenant(slug, "name", "must not be blank"),
+        DuplicateSlug(slug),
+        TenantNotFound(slug),
+        TenantInUse(slug, "orders_tenant_fkey"),
+    ):
+        assert len(str(error)) < 200, type(error).__name__
+        assert error.slug == slug  # kept whole
+    with pytest.raises(InvalidTenant) as caught:
+        tenants.validate_name(slug, " ")
+    assert len(str(caught.value)) < 200, str(caught.value)

@@ -21,6 +21,7 @@ import heavy modules (psycopg, pydantic, yoyo) themselves, so ``dbtools --help``
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -137,7 +138,7 @@ class Context:
     def emit(self, document: Any, human: str) -> None:
         """Print ``document`` as JSON with ``--json``, else the human text."""
         if self.json:
-            print(json.dumps(document, indent=2, ensure_ascii=False), flush=True)
+            print(json_text(document, indent=2), flush=True)
         elif human:
             say(human)
 
@@ -159,8 +160,39 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
+# A number json.dumps cannot write (a Decimal, from a jsonb number beyond int and float), in the
+# form of the string json.dumps writes for it; json_text then takes the quotes and marks off.
+# Text from the database never holds NUL (neither text nor jsonb can), so nothing else matches.
+_NUMBER_MARK = "\x00number:"
+_marked_number = re.compile(r'"\\u0000number:([-+.0-9Ee]+)"')
+# C1 control characters (U+007F-U+009F; U+009B is an 8-bit CSI): json.dumps escapes only the
+# C0 ones when it writes UTF-8. They can only stand inside strings, where \uXXXX means the same.
+_c1_control = re.compile("[\x7f-\x9f]")
+
+
+def _json_default(value: object) -> object:
+    from decimal import Decimal
+
+    if isinstance(value, Decimal) and value.is_finite():
+        return f"{_NUMBER_MARK}{value}"
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def json_text(value: Any, *, indent: int | None = None) -> str:
+    """``value`` as JSON for output: UTF-8 (not ASCII escapes), numbers of any size written
+    exactly, and no control character left raw, so that it is safe on a terminal."""
+    text = json.dumps(value, indent=indent, ensure_ascii=False, default=_json_default)
+    if "\\u0000number:" in text:
+        text = _marked_number.sub(r"\1", text)
+    if not text.isascii():
+        text = _c1_control.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text
+
+
 def table(rows: list[list[str]]) -> str:
-    """Rows as left-aligned columns, the first row being the header."""
+    """Rows as left-aligned columns, the first row being the header. Cells are shown through
+    :func:`printable`: a cell holding a control character cannot move the cursor."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
 
-from dbtools.cli.base import Commands, Context, argument, printable, say, table
+from dbtools.cli.base import Commands, Context, argument, json_text, printable, say, table
 from dbtools.cli.exits import Exit
 from dbtools.cli.migrations import positive_int
 
@@ -40,10 +40,9 @@ def tenant_document(tenant: Tenant) -> dict[str, Any]:
 
 
 def tenant_text(tenant: Tenant) -> str:
-    """A tenant as aligned ``field  value`` lines."""
+    """A tenant as aligned ``field  value`` lines, control characters escaped."""
     return "\n".join(
-        f"{field:<11} "
-        f"{printable(json.dumps(value, ensure_ascii=False) if field == 'settings' else value)}"
+        f"{field:<11} {printable(json_text(value) if field == 'settings' else str(value))}"
         for field, value in tenant_document(tenant).items()
     )
 
@@ -143,9 +142,7 @@ def list_(ctx: Context, status: str | None, after: str | None, limit: int) -> in
     next_after = page[-1].slug if len(page) == limit else None
     document = {"tenants": [tenant_document(t) for t in page], "next_after": next_after}
     rows = [["SLUG", "NAME", "STATUS", "CREATED"]]
-    rows += [
-        [t.slug, printable(t.name), t.status.value, f"{t.created_at:%Y-%m-%d %H:%M}"] for t in page
-    ]
+    rows += [[t.slug, t.name, t.status.value, f"{t.created_at:%Y-%m-%d %H:%M}"] for t in page]
     human = table(rows) if page else "no tenants"
     if next_after:
         human += f"\n(more: --after {next_after})"

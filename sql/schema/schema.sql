@@ -33,6 +33,30 @@ CREATE TYPE public.tenant_status AS ENUM (
 COMMENT ON TYPE public.tenant_status IS 'Lifecycle of a tenant: active tenants are served; suspended tenants are kept but refused service.';
 
 --
+-- Name: tg_tenants__reserved_slug(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.tg_tenants__reserved_slug() RETURNS trigger
+    LANGUAGE plpgsql STABLE
+    AS $$
+BEGIN
+    IF (TG_OP = 'INSERT' OR NEW.slug IS DISTINCT FROM OLD.slug)
+       AND EXISTS (SELECT 1 FROM reserved_slugs r WHERE r.slug = NEW.slug) THEN
+        RAISE EXCEPTION 'the slug "%" is reserved for the platform', NEW.slug
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'tenants_slug_reserved',
+                  TABLE = TG_TABLE_NAME, COLUMN = 'slug';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+--
+-- Name: FUNCTION tg_tenants__reserved_slug(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.tg_tenants__reserved_slug() IS 'BEFORE INSERT OR UPDATE OF slug trigger on tenants: refuses a slug listed in reserved_slugs (check_violation, tenants_slug_reserved).';
+
+--
 -- Name: tg_tenants__timestamps(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -70,6 +94,47 @@ SET default_tablespace = '';
 SET default_table_access_method = heap;
 
 --
+-- Name: reserved_slugs; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.reserved_slugs (
+    slug text NOT NULL COLLATE pg_catalog."C",
+    reason text NOT NULL,
+    CONSTRAINT reserved_slugs_reason_not_blank_check CHECK ((reason ~ '[^[:space:]]'::text)),
+    CONSTRAINT reserved_slugs_slug_format_check CHECK ((slug ~ '^[a-z0-9][a-z0-9-]{1,48}[a-z0-9]$'::text))
+);
+
+--
+-- Name: TABLE reserved_slugs; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.reserved_slugs IS 'Slugs no tenant may take (host names and paths the platform uses itself). A DBA may INSERT more; tenants that already hold one keep it.';
+
+--
+-- Name: COLUMN reserved_slugs.slug; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.reserved_slugs.slug IS 'The reserved slug, in the tenants.slug format.';
+
+--
+-- Name: COLUMN reserved_slugs.reason; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.reserved_slugs.reason IS 'Why the platform keeps this slug for itself.';
+
+--
+-- Name: CONSTRAINT reserved_slugs_reason_not_blank_check ON reserved_slugs; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT reserved_slugs_reason_not_blank_check ON public.reserved_slugs IS 'A reservation says why, in a few words.';
+
+--
+-- Name: CONSTRAINT reserved_slugs_slug_format_check ON reserved_slugs; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT reserved_slugs_slug_format_check ON public.reserved_slugs IS 'A reserved slug is shaped like a slug: anything else could never be taken anyway.';
+
+--
 -- Name: tenants; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -81,8 +146,10 @@ CREATE TABLE public.tenants (
     settings jsonb DEFAULT '{}'::jsonb NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT tenants_name_control_check CHECK ((name !~ '[\u0001-\u001f\u007f-\u009f]'::text)),
     CONSTRAINT tenants_name_length_check CHECK ((char_length(name) <= 255)),
     CONSTRAINT tenants_name_not_blank_check CHECK ((name ~ '[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]'::text)),
+    CONSTRAINT tenants_name_visible_check CHECK ((name ~ '[^\t\n\u000b\f\r \u0085\u00a0\u00ad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u115f-\u1160\u1680\u17b4-\u17b5\u180b-\u180f\u2000-\u200f\u2028-\u202f\u205f-\u206f\u2800\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]'::text)),
     CONSTRAINT tenants_settings_object_check CHECK ((jsonb_typeof(settings) = 'object'::text)),
     CONSTRAINT tenants_slug_format_check CHECK ((slug ~ '^[a-z0-9][a-z0-9-]{1,48}[a-z0-9]$'::text)),
     CONSTRAINT tenants_updated_at_check CHECK ((updated_at >= created_at))
@@ -110,7 +177,7 @@ COMMENT ON COLUMN public.tenants.slug IS 'URL-safe handle: 3-50 of a-z, 0-9 and 
 -- Name: COLUMN tenants.name; Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON COLUMN public.tenants.name IS 'Display name: not blank, at most 255 characters.';
+COMMENT ON COLUMN public.tenants.name IS 'Display name: at least one visible character, no control characters, at most 255 characters.';
 
 --
 -- Name: COLUMN tenants.status; Type: COMMENT; Schema: public; Owner: -
@@ -137,6 +204,12 @@ COMMENT ON COLUMN public.tenants.created_at IS 'When the row was inserted; never
 COMMENT ON COLUMN public.tenants.updated_at IS 'When the row last changed; kept by trigger tenants_timestamps, untouched by updates that change nothing.';
 
 --
+-- Name: CONSTRAINT tenants_name_control_check ON tenants; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT tenants_name_control_check ON public.tenants IS 'A name holds no control characters (U+0001-U+001F, U+007F-U+009F).';
+
+--
 -- Name: CONSTRAINT tenants_name_length_check ON tenants; Type: COMMENT; Schema: public; Owner: -
 --
 
@@ -147,6 +220,12 @@ COMMENT ON CONSTRAINT tenants_name_length_check ON public.tenants IS 'A name is 
 --
 
 COMMENT ON CONSTRAINT tenants_name_not_blank_check ON public.tenants IS 'A name is not blank: it holds at least one character outside Unicode''s White_Space set.';
+
+--
+-- Name: CONSTRAINT tenants_name_visible_check ON tenants; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT tenants_name_visible_check ON public.tenants IS 'A name holds at least one visible character: not only White_Space, format or invisible characters.';
 
 --
 -- Name: CONSTRAINT tenants_settings_object_check ON tenants; Type: COMMENT; Schema: public; Owner: -
@@ -165,6 +244,19 @@ COMMENT ON CONSTRAINT tenants_slug_format_check ON public.tenants IS 'A slug is 
 --
 
 COMMENT ON CONSTRAINT tenants_updated_at_check ON public.tenants IS 'A row is never updated before it was created.';
+
+--
+-- Name: reserved_slugs reserved_slugs_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.reserved_slugs
+    ADD CONSTRAINT reserved_slugs_pkey PRIMARY KEY (slug);
+
+--
+-- Name: CONSTRAINT reserved_slugs_pkey ON reserved_slugs; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT reserved_slugs_pkey ON public.reserved_slugs IS 'A slug is reserved once.';
 
 --
 -- Name: tenants tenants_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -191,6 +283,18 @@ ALTER TABLE ONLY public.tenants
 --
 
 COMMENT ON CONSTRAINT tenants_slug_key ON public.tenants IS 'No two tenants share a slug.';
+
+--
+-- Name: tenants tenants_reserved_slug; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tenants_reserved_slug BEFORE INSERT OR UPDATE OF slug ON public.tenants FOR EACH ROW EXECUTE FUNCTION public.tg_tenants__reserved_slug();
+
+--
+-- Name: TRIGGER tenants_reserved_slug ON tenants; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TRIGGER tenants_reserved_slug ON public.tenants IS 'Refuses a slug listed in reserved_slugs on INSERT, and on an UPDATE that changes the slug (see tg_tenants__reserved_slug).';
 
 --
 -- Name: tenants tenants_timestamps; Type: TRIGGER; Schema: public; Owner: -
