@@ -68,8 +68,14 @@ lint: $(DEV) ## ruff (lint and format) and squawk (migrations)
 typecheck: $(DEV) ## mypy --strict
 	$(BIN)/mypy
 
-test: lint typecheck ## lint, type-check, then the test suite against a real PostgreSQL
+# The data-access and tenant-command tests run a second time with every connection of the code
+# under test going through PgBouncer in transaction pooling mode (tests/conftest.py).
+THROUGH_PGBOUNCER := tests/test_tenants.py tests/test_queries.py tests/test_cli_tenants.py \
+	tests/test_importing.py tests/test_seed.py
+
+test: lint typecheck ## lint, type-check, the suite against a real PostgreSQL, data access again through PgBouncer
 	$(BIN)/pytest -n auto --dist loadgroup
+	DBTOOLS_TEST_POOLER=pgbouncer $(BIN)/pytest -n auto -q $(THROUGH_PGBOUNCER)
 
 check: test ## exactly what CI runs
 

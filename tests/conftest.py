@@ -50,20 +50,38 @@ def _test_server() -> Iterator[None]:
     remove_cluster(TEST_CLUSTER)
 
 
-@pytest.fixture(scope="session")
-def pgbouncer(_test_server: None) -> Iterator[PgBouncer]:
-    """PgBouncer in transaction pooling mode in front of the test server, for the session (one
-    per xdist worker). Fails, rather than skips, when PgBouncer is not installed."""
+def _started_pgbouncer(name: str, pool_size: int) -> Iterator[PgBouncer]:
     binary = pgbouncer_binary()
     if binary is None:
         pytest.fail(PGBOUNCER_MISSING, pytrace=False)
-    bouncer = PgBouncer(SERVER, FAST_TMP / f"dbtools-pgbouncer-{os.getpid()}")
+    bouncer = PgBouncer(SERVER, FAST_TMP / f"{name}-{os.getpid()}", pool_size=pool_size)
     try:
         bouncer.start(binary)
         yield bouncer
     finally:
         bouncer.stop()
         shutil.rmtree(bouncer.folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(_test_server: None) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction pooling mode in front of the test server, for the session (one
+    per xdist worker), with two server connections per database so that clients share them.
+    Fails, rather than skips, when PgBouncer is not installed."""
+    yield from _started_pgbouncer("dbtools-pgbouncer", PgBouncer.POOL_SIZE)
+
+
+# DBTOOLS_TEST_POOLER=pgbouncer: the code under test reaches each test's database through
+# PgBouncer in transaction pooling mode (`make test` runs the data-access and command tests so,
+# a second time). Tests marked `direct` test session behaviour and keep a direct connection.
+THROUGH_PGBOUNCER = os.environ.get("DBTOOLS_TEST_POOLER", "") == "pgbouncer"
+
+
+@pytest.fixture(scope="session")
+def routing_pgbouncer(_test_server: None) -> Iterator[PgBouncer]:
+    """The PgBouncer the code under test goes through under DBTOOLS_TEST_POOLER=pgbouncer
+    (enough server connections for a test that holds several transactions at once)."""
+    yield from _started_pgbouncer("dbtools-routing-pgbouncer", 20)
 
 
 @pytest.fixture
@@ -85,16 +103,24 @@ postgresql = factories.postgresql("postgresql_noproc")
 
 
 @pytest.fixture
-def conn(postgresql: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-    """An autocommit connection to a freshly migrated database of its own."""
-    postgresql.autocommit = True
-    return postgresql
+def target(postgresql: psycopg.Connection[Any], request: pytest.FixtureRequest) -> Target:
+    """This test's freshly migrated database (through PgBouncer under DBTOOLS_TEST_POOLER)."""
+    direct = target_for(postgresql.info.dbname)
+    if THROUGH_PGBOUNCER and request.node.get_closest_marker("direct") is None:
+        bouncer: PgBouncer = request.getfixturevalue("routing_pgbouncer")
+        return bouncer.target(direct.dbname)
+    return direct
 
 
 @pytest.fixture
-def target(postgresql: psycopg.Connection[Any]) -> Target:
-    """This test's freshly migrated database."""
-    return target_for(postgresql.info.dbname)
+def conn(postgresql: psycopg.Connection[Any], target: Target) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to a freshly migrated database of its own."""
+    if target.dbname == postgresql.info.dbname and target.hosts == SERVER.hosts:
+        postgresql.autocommit = True
+        yield postgresql
+        return
+    with db.connect(target, autocommit=True) as pooled:
+        yield pooled
 
 
 @pytest.fixture

@@ -162,9 +162,10 @@ class PgBouncer:
 
     POOL_SIZE = 2
 
-    def __init__(self, server: Target, folder: Path) -> None:
+    def __init__(self, server: Target, folder: Path, *, pool_size: int = POOL_SIZE) -> None:
         self.server = server
         self.folder = folder
+        self.pool_size = pool_size
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -229,7 +230,7 @@ class PgBouncer:
                 # the user of the [databases] line, which the test server trusts.
                 "auth_type = any",
                 "pool_mode = transaction",
-                f"default_pool_size = {self.POOL_SIZE}",
+                f"default_pool_size = {self.pool_size}",
                 "max_client_conn = 500",
                 f"logfile = {self.log_file}",
                 "pidfile =",

@@ -153,6 +153,7 @@ def test_usage_errors_exit_2(cli: Cli, db_url: str, args: tuple[str, ...]) -> No
     assert result.stdout == ""
 
 
+@pytest.mark.direct  # rolls the migrations back, which refuse a pooler
 def test_not_migrated_database_exits_3(cli: Cli, db_url: str) -> None:
     assert on(cli, db_url, "rollback", "--count", "1000").returncode == 0  # every one
     result = on(cli, db_url, "tenants", "list")

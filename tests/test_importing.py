@@ -563,6 +563,7 @@ def test_unreachable_database_exits_3(cli: Cli, tmp_path: Path) -> None:
     assert result.stderr.startswith("dbtools: error: cannot connect")
 
 
+@pytest.mark.direct  # rolls the migrations back, which refuse a pooler
 def test_database_not_migrated_exits_3(cli: Cli, db_url: str, tmp_path: Path) -> None:
     rolled_back = cli("--database-url", db_url, "rollback", "--count", "1000")  # every one
     assert rolled_back.returncode == 0, rolled_back.stderr

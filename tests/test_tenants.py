@@ -181,6 +181,7 @@ def test_closed_connection_raises_database_unavailable(
         use(closed_connection(connect))
 
 
+@pytest.mark.direct  # ends its own server session, which a pooler would hide
 def test_session_ended_by_the_server_raises_database_unavailable(
     conn: Conn, connect: Connect
 ) -> None:
@@ -860,6 +861,7 @@ def test_delete_of_a_tenant_still_referenced_is_tenant_in_use(conn: Conn) -> Non
     assert tenants.get_by_slug(conn, "acme") is not None
 
 
+@pytest.mark.direct  # a session setting (default_transaction_read_only) of its own
 def test_a_write_to_a_read_only_session_is_read_only_database(connect: Connect) -> None:
     read_only = connect(autocommit=True, options="-c default_transaction_read_only=on")
     with pytest.raises(ReadOnlyDatabase, match="is read-only"):
