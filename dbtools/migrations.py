@@ -48,6 +48,7 @@ from dbtools.errors import (
     MigrationLocked,
     PermissionDenied,
     ReadOnlyDatabase,
+    Refused,
     Timeout,
 )
 
@@ -72,7 +73,8 @@ SELECT_CHECKSUMS = """
     WHERE coalesce((to_jsonb(c) ->> 'applied_at_utc')::timestamp, y.applied_at_utc)
           = y.applied_at_utc
 """
-FORGET_CHECKSUM = "DELETE FROM _dbtools_migration_checksum WHERE migration_id = %(id)s"
+# yoyo's execute takes its own placeholders (:name).
+FORGET_CHECKSUM_YOYO = "DELETE FROM _dbtools_migration_checksum WHERE migration_id = :id"
 # The advisory lock that serialises migrate and rollback (one bigint key, fixed for good: it
 # spells "dbtmigr\x01"), and who holds it.
 LOCK_KEY = 0x64_62_74_6D_69_67_72_01
@@ -196,12 +198,15 @@ def apply(target: Target, migrations_dir: Path | None = None) -> list[str]:
     with _session(target, write=True) as backend, _locked_by_us(backend, target):
         conn = backend.connection
         # Records what was applied without a checksum (trust on first use), then verifies.
-        _run(backend.run_post_apply, migrations, "record the checksums of", conn)
+        with _running("record the migrations' checksums", conn):
+            backend.run_post_apply(migrations)
         _verify(conn, migrations, _applied_at(conn))
         pending = backend.to_apply(migrations)
         for migration in pending:
-            _run(backend.apply_one, migration, "apply", conn)
-            _run(backend.run_post_apply, migrations, "record the checksums of", conn)
+            with _running(f"apply migration {migration.id}", conn):
+                _apply_one(backend, migration)
+            with _running("record the migrations' checksums", conn):
+                backend.run_post_apply(migrations)
     return [m.id for m in pending]
 
 
@@ -212,14 +217,15 @@ def rollback(target: Target, count: int = 1, migrations_dir: Path | None = None)
     migrations = _read(migrations_dir)
     with _session(target, write=True) as backend, _locked_by_us(backend, target):
         conn = backend.connection
-        _run(backend.run_post_apply, migrations, "record the checksums of", conn)
+        with _running("record the migrations' checksums", conn):
+            backend.run_post_apply(migrations)
         applied_at = _applied_at(conn)
         _verify(conn, migrations, applied_at)
         targets = list(backend.to_rollback(migrations))[:count]
         _refuse_unknown_newer(migrations, applied_at, targets)
         for migration in targets:
-            _run(backend.rollback_one, migration, "roll back", conn)
-            conn.execute(FORGET_CHECKSUM, {"id": migration.id})
+            with _running(f"roll back migration {migration.id}", conn):
+                _rollback_one(backend, migration)
     return [m.id for m in targets]
 
 
@@ -437,7 +443,7 @@ def _failure(exc: psycopg.Error, conn: psycopg.Connection[Any], doing: str) -> D
     mapped = db.error_for(exc, conn)
     if isinstance(mapped, Timeout):
         return Timeout(mapped.kind, f"{doing}: {mapped.reason}", database=mapped.database)
-    if mapped is not None:
+    if mapped is not None and not isinstance(mapped, Refused):  # a refusal is the migration's
         return mapped
     reason = exc.diag.message_primary or (str(exc).strip().splitlines() or [""])[0]
     return MigrationError(f"{doing}: {reason}")
@@ -539,12 +545,45 @@ def _rollback_file(path: Path) -> Path:
     return path.with_name(path.name.removesuffix(".sql") + ".rollback.sql")
 
 
-def _run(operation: Any, migration: Any, verb: str, conn: psycopg.Connection[Any]) -> None:
+def _apply_one(backend: Any, migration: Any) -> None:
+    """Apply ``migration`` and mark it applied in one transaction on the locked session.
+
+    yoyo's own apply_one runs a migration on a connection of its own and marks it afterwards, in
+    a second transaction: a process killed between the two leaves a migration applied but not
+    marked, which the next run applies again. A migration that opts out of transactions
+    (``-- transactional: false``) still goes yoyo's way."""
+    migration.load()
+    if not migration.use_transactions:
+        backend.apply_one(migration)
+        return
+    backend.ensure_internal_schema_updated()
+    with backend.transaction():
+        migration.process_steps(backend, "apply")
+        backend.mark_one(migration)
+
+
+def _rollback_one(backend: Any, migration: Any) -> None:
+    """Roll ``migration`` back, unmark it and forget its checksum, in one transaction."""
+    migration.load()
+    if not migration.use_transactions:
+        backend.rollback_one(migration)
+        backend.execute(FORGET_CHECKSUM_YOYO, {"id": migration.id})
+        return
+    backend.ensure_internal_schema_updated()
+    with backend.transaction():
+        migration.process_steps(backend, "rollback")
+        backend.unmark_one(migration)
+        backend.execute(FORGET_CHECKSUM_YOYO, {"id": migration.id})
+
+
+@contextmanager
+def _running(doing: str, conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Run yoyo's work with its output on stderr and its errors mapped: ``cannot {doing}: ...``."""
     try:
         # yoyo prints the rows a statement returns; stdout is the caller's (one JSON document).
         with redirect_stdout(sys.stderr):
-            operation(migration)
+            yield
     except yoyo_exceptions.BadMigration as exc:
-        raise MigrationError(f"cannot {verb} migration {migration.id}: {exc}") from exc
+        raise MigrationError(f"cannot {doing}: {exc}") from exc
     except psycopg.Error as exc:
-        raise _failure(exc, conn, f"cannot {verb} migration {migration.id}") from exc
+        raise _failure(exc, conn, f"cannot {doing}") from exc

@@ -366,3 +366,24 @@ def test_creating_a_database_on_a_read_only_server_is_read_only_database(
     )
     with pytest.raises(ReadOnlyDatabase):
         migrations.ensure_database(read_only)
+
+
+def test_a_migration_and_its_mark_commit_together(
+    target: Target, conn: Conn, tmp_path: Path
+) -> None:
+    """yoyo alone commits a migration, then marks it in a second transaction: a process killed
+    in between leaves it applied and unmarked, and the next run applies it again."""
+    conn.execute(
+        "CREATE FUNCTION refuse_marks() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'no marking today'; END $$"
+    )
+    conn.execute(
+        "CREATE TRIGGER refuse_marks BEFORE INSERT ON _yoyo_migration "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_marks()"
+    )
+    folder = copy_migrations(
+        tmp_path, ("0099_made.sql", "-- A table.\nCREATE TABLE made (id int);\n")
+    )
+    with pytest.raises(MigrationError, match="cannot apply migration 0099_made: no marking today"):
+        migrations.apply(target, folder)
+    assert "made" not in tables(target)
