@@ -23,6 +23,7 @@ psycopg's errors mean.
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, NoReturn
@@ -179,17 +180,36 @@ class Pool(ConnectionPool[psycopg.Connection[TupleRow]]):
                     then(conn)
 
             kwargs["configure"] = configure
+        self._in_use = 0  # connections given to callers and not yet returned
+        self._in_use_lock = threading.Lock()
         super().__init__(**kwargs)
 
-    def getconn(self, timeout: float | None = None) -> psycopg.Connection[TupleRow]:
-        failures_before = self.get_stats().get("connections_errors", 0)
+    @contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[TupleRow]]:
+        """A connection of the pool for the block, returned afterwards (its transaction committed,
+        or rolled back on an error). A connection lost meanwhile, even at the commit when the
+        block ends, is :class:`DatabaseUnavailable`, not psycopg's error."""
         try:
-            return super().getconn(timeout)
+            with super().connection(timeout) as conn:
+                yield conn
+        except psycopg.Error as exc:
+            if not is_connection_failure(exc):
+                raise
+            raise unavailable(
+                exc, self.target.describe(), connecting=False, password=self.target.password
+            ) from exc
+
+    def getconn(self, timeout: float | None = None) -> psycopg.Connection[TupleRow]:
+        try:
+            conn = super().getconn(timeout)
         except PoolTimeout as exc:
             stats = self.get_stats()
             waited = self.timeout if timeout is None else timeout
-            failing = stats.get("connections_errors", 0) > failures_before
-            if failing or stats["pool_size"] < max(self.min_size, 1):
+            # Busy means every connection the pool may have is with a caller; anything less is a
+            # pool that could not connect (an outage, or the backoff of its reconnection after).
+            with self._in_use_lock:
+                busy = self._in_use >= (self.max_size or 1)
+            if not busy:
                 raise DatabaseUnavailable(
                     f"cannot connect to {self.target.describe()}: the pool had no working "
                     f"connection within {waited:g} s"
@@ -198,6 +218,14 @@ class Pool(ConnectionPool[psycopg.Connection[TupleRow]]):
                 f"all {stats['pool_size']} connections of the pool to {self.target.describe()} "
                 f"stayed busy for {waited:g} s: try again, or give the pool a larger max_size"
             ) from exc
+        with self._in_use_lock:
+            self._in_use += 1
+        return conn
+
+    def putconn(self, conn: psycopg.Connection[TupleRow]) -> None:
+        with self._in_use_lock:
+            self._in_use -= 1
+        super().putconn(conn)
 
 
 def create_pool(
