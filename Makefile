@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DBTOOLS := $(BIN)/dbtools
 
-.PHONY: help demo migrate rollback status seed db-start db-stop db-status schema lint typecheck test check bench clean
+.PHONY: help demo migrate rollback status seed db-start db-stop db-status roles schema lint typecheck test check bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ db-stop: $(RUNTIME) ## stop the embedded PostgreSQL
 db-status: $(RUNTIME) ## say whether the embedded PostgreSQL runs, and where
 	$(DBTOOLS) db status
 
+roles: $(RUNTIME) ## create or update the runtime role (dbtools_app) and its grants (idempotent)
+	$(DBTOOLS) roles setup
+
 schema: $(RUNTIME) ## write what the migrations produce to sql/schema/schema.sql
 	$(DBTOOLS) schema dump
 
@@ -71,7 +74,7 @@ typecheck: $(DEV) ## mypy --strict
 # The data-access and tenant-command tests run a second time with every connection of the code
 # under test going through PgBouncer in transaction pooling mode (tests/conftest.py).
 THROUGH_PGBOUNCER := tests/test_tenants.py tests/test_queries.py tests/test_cli_tenants.py \
-	tests/test_importing.py tests/test_seed.py
+	tests/test_importing.py tests/test_seed.py tests/test_audit.py
 
 test: lint typecheck ## lint, type-check, the suite against a real PostgreSQL, data access again through PgBouncer
 	$(BIN)/pytest -n auto --dist loadgroup

@@ -20,7 +20,7 @@ is the one table that maps them)::
     ├── ExternalToolError         3  a PostgreSQL program (pg_dump) is missing or failed
     └── (domain errors)           1  InvalidSlug (ReservedSlug), InvalidTenant, DuplicateSlug,
                                      TenantNotFound, TenantInUse, Refused, ImportFailed,
-                                     SchemaDrift
+                                     SchemaDrift, InvalidActor
 
 Messages name the offending value and the rule it broke, in one line; they never contain a
 password. Errors that carry a value keep it whole as an attribute. A message quotes a value that
@@ -221,6 +221,17 @@ class InvalidTenant(DbToolsError, ValueError):
         super().__init__(f"invalid {field} for tenant {excerpt(slug)}: {reason}")
         self.slug = slug
         self.field = field
+        self.reason = reason
+
+
+class InvalidActor(DbToolsError, ValueError):
+    """An actor (who an application says makes a change, recorded in ``tenant_events``) that the
+    schema would refuse: not a string, empty, longer than 255 characters, or holding control
+    characters."""
+
+    def __init__(self, actor: object, reason: str) -> None:
+        super().__init__(f"invalid actor {excerpt(actor)}: {reason}")
+        self.actor = actor
         self.reason = reason
 
 

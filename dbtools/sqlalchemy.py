@@ -28,6 +28,11 @@ The ``reserved_slugs`` table gets no mapped class: it is the DBA's list, read on
 a service has no reason to write it through an ORM, and a mapped class would invite
 ``metadata.create_all`` or an autogenerate to create or alter it. It is in
 :data:`MIGRATION_OWNED_TABLES`, so :func:`include_object` keeps a service's autogenerate off it.
+Nor does ``tenant_events``, the audit trail (``sql/0005_audit-tenant-changes.sql``), nor the
+trigger ``tenants_audit`` that writes it: no client writes events (the trigger does, as the
+migration owner; the runtime role may only read them, and a trigger refuses every UPDATE and
+DELETE), so a mapped class would only offer writes that fail; read it with
+``dbtools.tenants.history``. It is in :data:`MIGRATION_OWNED_TABLES` too.
 The rules of the triggers still hold for SQLAlchemy clients, because the database applies them;
 ``updated_at`` is declared server-updated, so the ORM reads it back after every flush.
 
@@ -115,12 +120,13 @@ UPDATED_AT_CHECK = "tenants_updated_at_check"
 # check_violation) when an UPDATE changes id or created_at.
 ID_IMMUTABLE = "tenants_id_immutable"
 CREATED_AT_IMMUTABLE = "tenants_created_at_immutable"
-# Every table the dbtools migrations own: tenants, the reserved slugs, yoyo's bookkeeping,
-# dbtools' checksums.
+# Every table the dbtools migrations own: tenants, the reserved slugs, the audit trail, yoyo's
+# bookkeeping, dbtools' checksums.
 MIGRATION_OWNED_TABLES = frozenset(
     {
         TABLE,
         RESERVED_SLUGS_TABLE,
+        "tenant_events",
         "_yoyo_migration",
         "_yoyo_log",
         "_yoyo_version",

@@ -35,12 +35,14 @@ from uuid import UUID
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import pq
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from dbtools.db import Scope, opens_transaction, raise_failure, scope
 from dbtools.errors import (
     Conflict,
     DuplicateSlug,
+    InvalidActor,
     InvalidSlug,
     InvalidTenant,
     ReservedSlug,
@@ -51,10 +53,14 @@ from dbtools.errors import (
 from dbtools.slugs import is_valid_slug, validate_new_slug, validate_slug
 
 __all__ = [
+    "ACTOR_MAX_LENGTH",
     "NAME_MAX_LENGTH",
     "SETTINGS_MAX_DEPTH",
     "Tenant",
+    "TenantEvent",
+    "TenantEventKind",
     "TenantStatus",
+    "acting_as",
     "activate",
     "create",
     "delete",
@@ -62,11 +68,13 @@ __all__ = [
     "get_by_slug",
     "get_many",
     "get_or_create",
+    "history",
     "list_tenants",
     "load_settings",
     "settings_json",
     "suspend",
     "update",
+    "validate_actor",
     "validate_name",
 ]
 
@@ -162,6 +170,47 @@ class Tenant(BaseModel):
     settings: dict[str, Any]
     created_at: AwareDatetime
     updated_at: AwareDatetime
+
+
+class TenantEventKind(enum.StrEnum):
+    """What happened to a tenant; the labels of the SQL enum ``tenant_event_kind``."""
+
+    CREATED = "created"
+    RENAMED = "renamed"
+    SLUG_CHANGED = "slug_changed"
+    SETTINGS_CHANGED = "settings_changed"
+    SUSPENDED = "suspended"
+    ACTIVATED = "activated"
+    DELETED = "deleted"
+
+
+class TenantEvent(BaseModel):
+    """One recorded change of a tenant: a row of the ``tenant_events`` table.
+
+    ``old_values`` and ``new_values`` hold the changed columns by name, as JSON (``id`` and
+    the times are strings): the whole row for a creation (``new_values``) and a deletion
+    (``old_values``), else only the column the event is about (``name``, ``slug``,
+    ``settings`` or ``status``). ``db_user`` is the role that logged in; ``actor`` is who the
+    application said made the change (:func:`acting_as`), or None."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    tenant_id: UUID
+    slug: str
+    kind: TenantEventKind
+    old_values: dict[str, Any] | None
+    new_values: dict[str, Any] | None
+    occurred_at: AwareDatetime
+    db_user: str
+    actor: str | None
+
+
+EVENT_COLUMNS = tuple(TenantEvent.model_fields)
+# The setting the trigger tg_tenants__audit reads the actor from (sql/0005_audit-*.sql).
+ACTOR_SETTING = "dbtools.actor"
+# As the tenant_events_actor_length_check constraint says.
+ACTOR_MAX_LENGTH = 255
 
 
 # Every query below selects exactly these columns in this order, the fields of Tenant (a test
@@ -274,6 +323,24 @@ DELETE: LiteralString = """
     DELETE FROM tenants
     WHERE slug = %(slug)s
 """
+
+# Every event of every tenant that ever had the slug, even for a moment: a tenant renamed from
+# or to it, one deleted and one created again under it. The columns are TenantEvent's fields.
+HISTORY: LiteralString = """
+    SELECT id, tenant_id, slug, kind, old_values::text AS old_values,
+           new_values::text AS new_values, occurred_at, db_user, actor
+    FROM tenant_events
+    WHERE tenant_id IN (SELECT e.tenant_id FROM tenant_events e WHERE e.slug = %(slug)s)
+    ORDER BY id
+"""
+
+# set_config(..., true) lasts until the end of the transaction, even behind a transaction
+# pooler; the previous value comes back so that the block can restore it. The select list is
+# evaluated in order: the setting is read before it is set.
+SET_ACTOR: LiteralString = """
+    SELECT current_setting('dbtools.actor', true), set_config('dbtools.actor', %(actor)s, true)
+"""
+RESTORE_ACTOR: LiteralString = "SELECT set_config('dbtools.actor', %(actor)s, true)"
 
 
 def get_by_slug(conn: psycopg.Connection[Any], slug: str) -> Tenant | None:
@@ -412,6 +479,82 @@ def delete(conn: psycopg.Connection[Any], slug: str) -> None:
         cur.execute(DELETE, {"slug": slug})
         if cur.rowcount == 0:
             raise TenantNotFound(slug)
+
+
+def history(conn: psycopg.Connection[Any], slug: str) -> list[TenantEvent]:
+    """Every recorded change of the tenants that ever had ``slug``, oldest first; also after
+    their deletion. Empty when no tenant ever had it (a string that cannot be a slug is not
+    looked up)."""
+    if not is_valid_slug(slug):
+        return []
+    with scope(conn, Scope.READ), conn.cursor(row_factory=_event_row) as cur:
+        cur.execute(HISTORY, {"slug": slug})
+        return cur.fetchall()
+
+
+@contextmanager
+def acting_as(conn: psycopg.Connection[Any], actor: str) -> Iterator[None]:
+    """Record ``actor`` (a user name, a service, a ticket: 1 to 255 characters) as who makes
+    the changes of tenants in the block, in ``tenant_events.actor``::
+
+        with db.connect(autocommit=True) as conn, tenants.acting_as(conn, "alice"):
+            tenants.suspend(conn, "acme")
+
+    The actor is set for the current transaction only (``set_config(..., true)``), so it never
+    leaks to the next transaction, nor to another client behind a transaction pooler. In
+    autocommit mode the block runs in one transaction of its own, committed when the block ends
+    (and rolled back if it raises). Inside the caller's transaction (or opening it, when not in
+    autocommit mode) the caller still owns the transaction: the block sets the actor and, at its
+    end, puts back the one that was set before. Do not end the transaction inside the block:
+    later changes there would have no actor.
+    """
+    validate_actor(actor)
+    if conn.autocommit and conn.pgconn.transaction_status == pq.TransactionStatus.IDLE:
+        with conn.transaction():
+            _set_actor(conn, actor)
+            yield
+        return
+    previous = _set_actor(conn, actor)
+    try:
+        yield
+    finally:
+        if not conn.closed and conn.pgconn.transaction_status == pq.TransactionStatus.INTRANS:
+            with scope(conn, Scope.READ):
+                conn.execute(RESTORE_ACTOR, {"actor": previous or ""})
+
+
+def _set_actor(conn: psycopg.Connection[Any], actor: str) -> str | None:
+    """Set the actor for the rest of the transaction; the value it had before."""
+    with scope(conn, Scope.READ), conn.cursor() as cur:
+        cur.execute(SET_ACTOR, {"actor": actor})
+        row = cur.fetchone()
+    return None if row is None else row[0]
+
+
+def validate_actor(actor: object) -> str:
+    """Return ``actor`` if ``tenant_events`` accepts it, else raise :class:`InvalidActor`."""
+    if not isinstance(actor, str):
+        raise InvalidActor(actor, f"must be a string, not {type(actor).__name__}")
+    if not 1 <= len(actor) <= ACTOR_MAX_LENGTH:
+        raise InvalidActor(actor, f"must be 1 to {ACTOR_MAX_LENGTH} characters, not {len(actor)}")
+    if not actor.isprintable():
+        raise InvalidActor(actor, "must not contain control characters")
+    if not _encodable(actor):
+        raise InvalidActor(actor, "must be valid Unicode (it holds a lone surrogate)")
+    return actor
+
+
+def _make_event(values: Sequence[Any]) -> TenantEvent:
+    fields = dict(zip(EVENT_COLUMNS, values, strict=True))
+    for column in ("old_values", "new_values"):
+        if fields[column] is not None:
+            fields[column] = load_settings(fields[column])
+    return TenantEvent(**fields)
+
+
+def _event_row(cursor: Any) -> Callable[[Sequence[Any]], TenantEvent]:
+    """psycopg row factory: rows of the history query become TenantEvent records."""
+    return _make_event
 
 
 def _set_status(conn: psycopg.Connection[Any], slug: str, status: TenantStatus) -> Tenant:

@@ -138,6 +138,7 @@ EXAMPLES: list[tuple[errors.DbToolsError, Exit]] = [
     (errors.InvalidSlug("X", "x"), Exit.DOMAIN),
     (errors.ReservedSlug("www"), Exit.DOMAIN),
     (errors.InvalidTenant("x", "name", "x"), Exit.DOMAIN),
+    (errors.InvalidActor("", "x"), Exit.DOMAIN),
     (errors.DuplicateSlug("x"), Exit.DOMAIN),
     (errors.TenantNotFound("x"), Exit.DOMAIN),
     (errors.TenantInUse("x", "orders_tenant_fkey"), Exit.DOMAIN),

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from psycopg import sql
 
+from dbtools import db
 from dbtools.config import Target
 from tests.helpers import MIGRATION_IDS, PROJECT, SERVER
 
@@ -114,7 +116,11 @@ def test_the_wheel_carries_the_migrations_the_hook_and_the_schema(installed: Ins
     for migration_id in MIGRATION_IDS:
         assert f"dbtools/sql/{migration_id}.sql" in names
         assert f"dbtools/sql/{migration_id}.rollback.sql" in names
-    assert {"dbtools/sql/post-apply.py", "dbtools/sql/schema/schema.sql"} <= names
+    assert {
+        "dbtools/sql/post-apply.py",
+        "dbtools/sql/schema/schema.sql",
+        "dbtools/sql/roles/runtime.sql",
+    } <= names
     assert {"dbtools/cli/__init__.py", "dbtools/testing.py", "dbtools/py.typed"} <= names
 
 
@@ -139,6 +145,7 @@ def test_every_command_works_from_the_wheel_in_an_empty_folder(
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return installed.run(dbtools, *args, cwd=empty, env=env)
 
+    role = f"dbtools_wheel_{os.getpid()}"  # roles are the server's: dropped below
     migrate = run("migrate")
     assert migrate.returncode == 0, migrate.stderr
     assert migrate.stdout.splitlines() == [
@@ -155,10 +162,14 @@ def test_every_command_works_from_the_wheel_in_an_empty_folder(
         (["seed"], 0),
         (["demo"], 0),
         (["tenants", "show", "demo"], 0),
+        (["roles", "setup", "--role", role], 0),
     ]:
         result = run(*args)
         assert result.returncode == code, (args, result.stdout, result.stderr)
     assert list(empty.iterdir()) == []  # nothing written where it ran
+    with db.connect(missing_db, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def readme_blocks() -> list[str]:

@@ -19,12 +19,12 @@ from contextlib import suppress
 from typing import Any, NoReturn
 
 from dbtools import __version__
-from dbtools.cli import db, migrations, schema, seed, tenants
+from dbtools.cli import db, migrations, roles, schema, seed, tenants
 from dbtools.cli.base import Command, Context, Group, printable
 from dbtools.cli.exits import Exit, exit_code, help_text
 from dbtools.errors import DbToolsError
 
-MODULES = (db, migrations, seed, schema, tenants)
+MODULES = (db, migrations, seed, schema, tenants, roles)
 
 _DESCRIPTION = "Create, migrate and query the tenant system database (dbtools_system)."
 _EXAMPLES = """\

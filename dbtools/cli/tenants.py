@@ -9,7 +9,7 @@ import os
 import stat
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
 
@@ -18,9 +18,11 @@ from dbtools.cli.exits import Exit
 from dbtools.cli.migrations import positive_int
 
 if TYPE_CHECKING:
+    import psycopg
+
     from dbtools.errors import ImportFailed
     from dbtools.importing import Phase
-    from dbtools.tenants import Tenant
+    from dbtools.tenants import Tenant, TenantEvent
 
 commands = Commands()
 commands.group(
@@ -29,6 +31,16 @@ commands.group(
     example="dbtools tenants list\n  dbtools tenants show acme",
 )
 _SLUG = argument("slug")
+_ACTOR = argument(
+    "--actor", metavar="NAME", help="who makes the change, recorded in the tenant's history"
+)
+
+
+def _acting(conn: psycopg.Connection[Any], actor: str | None) -> AbstractContextManager[None]:
+    """The change recorded as made by ``actor`` (tenants.acting_as), or by nobody in particular."""
+    from dbtools import tenants
+
+    return nullcontext() if actor is None else tenants.acting_as(conn, actor)
 
 
 def tenant_document(tenant: Tenant) -> dict[str, Any]:
@@ -175,12 +187,15 @@ def show(ctx: Context, slug: str) -> int:
         _SLUG,
         argument("name"),
         argument("--settings", type=_json_object, metavar="JSON", help="a JSON object"),
+        _ACTOR,
     ],
 )
-def create(ctx: Context, slug: str, name: str, settings: dict[str, Any] | None) -> int:
+def create(
+    ctx: Context, slug: str, name: str, settings: dict[str, Any] | None, actor: str | None
+) -> int:
     from dbtools import tenants
 
-    with ctx.connect() as conn:
+    with ctx.connect() as conn, _acting(conn, actor):
         tenant = tenants.create(conn, slug, name, settings=settings)
     ctx.emit(tenant_document(tenant), f"created tenant {tenant.slug!r} ({printable(tenant.name)})")
     return Exit.OK
@@ -190,12 +205,12 @@ def create(ctx: Context, slug: str, name: str, settings: dict[str, Any] | None) 
     "tenants rename",
     help="change a tenant's name",
     example='dbtools tenants rename acme "ACME Corporation"',
-    arguments=[_SLUG, argument("name")],
+    arguments=[_SLUG, argument("name"), _ACTOR],
 )
-def rename(ctx: Context, slug: str, name: str) -> int:
+def rename(ctx: Context, slug: str, name: str, actor: str | None) -> int:
     from dbtools import tenants
 
-    with ctx.connect() as conn:
+    with ctx.connect() as conn, _acting(conn, actor):
         tenant = tenants.update(conn, slug, name=name)
     ctx.emit(
         tenant_document(tenant), f"renamed tenant {tenant.slug!r} to '{printable(tenant.name)}'"
@@ -207,12 +222,12 @@ def rename(ctx: Context, slug: str, name: str) -> int:
     "tenants suspend",
     help="suspend a tenant (idempotent)",
     example="dbtools tenants suspend acme",
-    arguments=[_SLUG],
+    arguments=[_SLUG, _ACTOR],
 )
-def suspend(ctx: Context, slug: str) -> int:
+def suspend(ctx: Context, slug: str, actor: str | None) -> int:
     from dbtools import tenants
 
-    with ctx.connect() as conn:
+    with ctx.connect() as conn, _acting(conn, actor):
         tenant = tenants.suspend(conn, slug)
     ctx.emit(tenant_document(tenant), f"tenant {tenant.slug!r} is suspended")
     return Exit.OK
@@ -222,12 +237,12 @@ def suspend(ctx: Context, slug: str) -> int:
     "tenants activate",
     help="activate a tenant (idempotent)",
     example="dbtools tenants activate acme",
-    arguments=[_SLUG],
+    arguments=[_SLUG, _ACTOR],
 )
-def activate(ctx: Context, slug: str) -> int:
+def activate(ctx: Context, slug: str, actor: str | None) -> int:
     from dbtools import tenants
 
-    with ctx.connect() as conn:
+    with ctx.connect() as conn, _acting(conn, actor):
         tenant = tenants.activate(conn, slug)
     ctx.emit(tenant_document(tenant), f"tenant {tenant.slug!r} is active")
     return Exit.OK
@@ -237,13 +252,19 @@ def activate(ctx: Context, slug: str) -> int:
     "tenants delete",
     help="delete a tenant (asks on a terminal; without one it needs --yes)",
     example="dbtools tenants delete acme --yes",
-    arguments=[_SLUG, argument("--yes", action="store_true", help="do not ask for confirmation")],
+    arguments=[
+        _SLUG,
+        argument("--yes", action="store_true", help="do not ask for confirmation"),
+        _ACTOR,
+    ],
 )
-def delete(ctx: Context, slug: str, yes: bool) -> int:
+def delete(ctx: Context, slug: str, yes: bool, actor: str | None) -> int:
     from dbtools import tenants
     from dbtools.slugs import validate_slug
 
     validate_slug(slug)
+    if actor is not None:
+        tenants.validate_actor(actor)  # before asking
     if not yes:
         if not sys.stdin.isatty():
             say(
@@ -259,9 +280,59 @@ def delete(ctx: Context, slug: str, yes: bool) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             say(f"not deleted: {slug!r}", err=True)
             return Exit.DOMAIN
-    with ctx.connect() as conn:
+    with ctx.connect() as conn, _acting(conn, actor):
         tenants.delete(conn, slug)
     ctx.emit({"deleted": slug}, f"deleted tenant {slug!r}")
+    return Exit.OK
+
+
+def event_document(event: TenantEvent) -> dict[str, Any]:
+    """An event as its JSON document; the values are JSON as they came from jsonb."""
+    document: dict[str, Any] = event.model_dump(mode="json", exclude={"old_values", "new_values"})
+    return {**document, "old_values": event.old_values, "new_values": event.new_values}
+
+
+def _change(event: TenantEvent) -> str:
+    """What an event changed, in a few words: ``old -> new`` of its column."""
+    if event.kind.value == "created":
+        values = event.new_values or {}
+        return f"name={json_text(values.get('name'))}"
+    if event.kind.value == "deleted":
+        return ""
+    old, new = event.old_values or {}, event.new_values or {}
+    column = next(iter(new), "")
+    return f"{column}: {json_text(old.get(column))} -> {json_text(new.get(column))}"
+
+
+@commands.command(
+    "tenants history",
+    help="every recorded change of a tenant, also after its deletion (oldest first)",
+    example="dbtools tenants history acme\n  dbtools --json tenants history acme",
+    arguments=[_SLUG],
+)
+def history(ctx: Context, slug: str) -> int:
+    from dbtools import tenants
+    from dbtools.errors import TenantNotFound
+    from dbtools.slugs import validate_slug
+
+    validate_slug(slug)
+    with ctx.connect() as conn:
+        events = tenants.history(conn, slug)
+    if not events:
+        raise TenantNotFound(slug)
+    rows = [["WHEN", "SLUG", "EVENT", "CHANGE", "DB USER", "ACTOR"]]
+    rows += [
+        [
+            f"{e.occurred_at:%Y-%m-%d %H:%M:%S}",
+            e.slug,
+            e.kind.value,
+            _change(e),
+            e.db_user,
+            e.actor or "",
+        ]
+        for e in events
+    ]
+    ctx.emit({"slug": slug, "events": [event_document(e) for e in events]}, table(rows))
     return Exit.OK
 
 

@@ -18,6 +18,26 @@ SET client_min_messages = warning;
 SET row_security = off;
 
 --
+-- Name: tenant_event_kind; Type: TYPE; Schema: public; Owner: -
+--
+
+CREATE TYPE public.tenant_event_kind AS ENUM (
+    'created',
+    'renamed',
+    'slug_changed',
+    'settings_changed',
+    'suspended',
+    'activated',
+    'deleted'
+);
+
+--
+-- Name: TYPE tenant_event_kind; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TYPE public.tenant_event_kind IS 'What happened to a tenant: created, renamed (name), slug_changed, settings_changed, suspended, activated or deleted.';
+
+--
 -- Name: tenant_status; Type: TYPE; Schema: public; Owner: -
 --
 
@@ -31,6 +51,79 @@ CREATE TYPE public.tenant_status AS ENUM (
 --
 
 COMMENT ON TYPE public.tenant_status IS 'Lifecycle of a tenant: active tenants are served; suspended tenants are kept but refused service.';
+
+--
+-- Name: tg_tenant_events__append_only(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.tg_tenant_events__append_only() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'tenant_events is append-only: % is refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege', TABLE = TG_TABLE_NAME,
+              HINT = 'History is never rewritten; to purge events on purpose, disable trigger tenant_events_append_only first.';
+END;
+$$;
+
+--
+-- Name: FUNCTION tg_tenant_events__append_only(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.tg_tenant_events__append_only() IS 'BEFORE UPDATE OR DELETE OR TRUNCATE trigger on tenant_events: refuses them all (insufficient_privilege).';
+
+--
+-- Name: tg_tenants__audit(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.tg_tenants__audit() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    who text := nullif(current_setting('dbtools.actor', true), '');
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO public.tenant_events (tenant_id, slug, kind, old_values, new_values, db_user, actor)
+        VALUES (NEW.id, NEW.slug, 'created', NULL, to_jsonb(NEW), session_user, who);
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO public.tenant_events (tenant_id, slug, kind, old_values, new_values, db_user, actor)
+        VALUES (OLD.id, OLD.slug, 'deleted', to_jsonb(OLD), NULL, session_user, who);
+        RETURN NULL;
+    END IF;
+    IF NEW.slug IS DISTINCT FROM OLD.slug THEN
+        INSERT INTO public.tenant_events (tenant_id, slug, kind, old_values, new_values, db_user, actor)
+        VALUES (NEW.id, NEW.slug, 'slug_changed', jsonb_build_object('slug', OLD.slug),
+                jsonb_build_object('slug', NEW.slug), session_user, who);
+    END IF;
+    IF NEW.name IS DISTINCT FROM OLD.name THEN
+        INSERT INTO public.tenant_events (tenant_id, slug, kind, old_values, new_values, db_user, actor)
+        VALUES (NEW.id, NEW.slug, 'renamed', jsonb_build_object('name', OLD.name),
+                jsonb_build_object('name', NEW.name), session_user, who);
+    END IF;
+    IF NEW.settings IS DISTINCT FROM OLD.settings THEN
+        INSERT INTO public.tenant_events (tenant_id, slug, kind, old_values, new_values, db_user, actor)
+        VALUES (NEW.id, NEW.slug, 'settings_changed', jsonb_build_object('settings', OLD.settings),
+                jsonb_build_object('settings', NEW.settings), session_user, who);
+    END IF;
+    IF NEW.status IS DISTINCT FROM OLD.status THEN
+        INSERT INTO public.tenant_events (tenant_id, slug, kind, old_values, new_values, db_user, actor)
+        VALUES (NEW.id, NEW.slug,
+                CASE WHEN NEW.status = 'suspended' THEN 'suspended' ELSE 'activated' END::public.tenant_event_kind,
+                jsonb_build_object('status', OLD.status), jsonb_build_object('status', NEW.status),
+                session_user, who);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+--
+-- Name: FUNCTION tg_tenants__audit(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.tg_tenants__audit() IS 'AFTER INSERT OR UPDATE OR DELETE trigger on tenants: records each change in tenant_events (SECURITY DEFINER, so writers of tenants need no privilege on tenant_events).';
 
 --
 -- Name: tg_tenants__reserved_slug(); Type: FUNCTION; Schema: public; Owner: -
@@ -133,6 +226,116 @@ COMMENT ON CONSTRAINT reserved_slugs_reason_not_blank_check ON public.reserved_s
 --
 
 COMMENT ON CONSTRAINT reserved_slugs_slug_format_check ON public.reserved_slugs IS 'A reserved slug is shaped like a slug: anything else could never be taken anyway.';
+
+--
+-- Name: tenant_events; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.tenant_events (
+    id bigint NOT NULL,
+    tenant_id uuid NOT NULL,
+    slug text NOT NULL COLLATE pg_catalog."C",
+    kind public.tenant_event_kind NOT NULL,
+    old_values jsonb,
+    new_values jsonb,
+    occurred_at timestamp with time zone DEFAULT now() NOT NULL,
+    db_user text NOT NULL,
+    actor text,
+    CONSTRAINT tenant_events_actor_length_check CHECK (((char_length(actor) >= 1) AND (char_length(actor) <= 255))),
+    CONSTRAINT tenant_events_values_check CHECK ((((old_values IS NULL) = (kind = 'created'::public.tenant_event_kind)) AND ((new_values IS NULL) = (kind = 'deleted'::public.tenant_event_kind)))),
+    CONSTRAINT tenant_events_values_object_check CHECK (((COALESCE(jsonb_typeof(old_values), 'object'::text) = 'object'::text) AND (COALESCE(jsonb_typeof(new_values), 'object'::text) = 'object'::text)))
+);
+
+--
+-- Name: TABLE tenant_events; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.tenant_events IS 'Append-only history of every change of tenants, written by trigger tenants_audit; kept after the tenant is deleted.';
+
+--
+-- Name: COLUMN tenant_events.id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tenant_events.id IS 'Position of the event in the history: later events have larger ids.';
+
+--
+-- Name: COLUMN tenant_events.tenant_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tenant_events.tenant_id IS 'tenants.id of the tenant changed (no foreign key: the tenant may be gone).';
+
+--
+-- Name: COLUMN tenant_events.slug; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tenant_events.slug IS 'The tenant''s slug after the change (before it, for a deletion).';
+
+--
+-- Name: COLUMN tenant_events.kind; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tenant_events.kind IS 'What changed.';
+
+--
+-- Name: COLUMN tenant_events.old_values; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tenant_events.old_values IS 'The changed columns before the change, by name; the whole row for deleted; NULL for created.';
+
+--
+-- Name: COLUMN tenant_events.new_values; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tenant_events.new_values IS 'The changed columns after the change, by name; the whole row for created; NULL for deleted.';
+
+--
+-- Name: COLUMN tenant_events.occurred_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tenant_events.occurred_at IS 'When the transaction that made the change started (now()).';
+
+--
+-- Name: COLUMN tenant_events.db_user; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tenant_events.db_user IS 'The database role that logged in (session_user) and made the change.';
+
+--
+-- Name: COLUMN tenant_events.actor; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tenant_events.actor IS 'Who the application says made the change (setting dbtools.actor in the transaction); NULL when it said nothing.';
+
+--
+-- Name: CONSTRAINT tenant_events_actor_length_check ON tenant_events; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT tenant_events_actor_length_check ON public.tenant_events IS 'An actor, when given, is 1 to 255 characters long.';
+
+--
+-- Name: CONSTRAINT tenant_events_values_check ON tenant_events; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT tenant_events_values_check ON public.tenant_events IS 'A creation has no old values; a deletion has no new values; every other event has both.';
+
+--
+-- Name: CONSTRAINT tenant_events_values_object_check ON tenant_events; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT tenant_events_values_object_check ON public.tenant_events IS 'Old and new values are JSON objects keyed by column name.';
+
+--
+-- Name: tenant_events_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.tenant_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.tenant_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
 
 --
 -- Name: tenants; Type: TABLE; Schema: public; Owner: -
@@ -259,6 +462,19 @@ ALTER TABLE ONLY public.reserved_slugs
 COMMENT ON CONSTRAINT reserved_slugs_pkey ON public.reserved_slugs IS 'A slug is reserved once.';
 
 --
+-- Name: tenant_events tenant_events_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.tenant_events
+    ADD CONSTRAINT tenant_events_pkey PRIMARY KEY (id);
+
+--
+-- Name: CONSTRAINT tenant_events_pkey ON tenant_events; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON CONSTRAINT tenant_events_pkey ON public.tenant_events IS 'Events are numbered in the order they were written.';
+
+--
 -- Name: tenants tenants_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -283,6 +499,54 @@ ALTER TABLE ONLY public.tenants
 --
 
 COMMENT ON CONSTRAINT tenants_slug_key ON public.tenants IS 'No two tenants share a slug.';
+
+--
+-- Name: tenant_events_slug_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX tenant_events_slug_idx ON public.tenant_events USING btree (slug);
+
+--
+-- Name: INDEX tenant_events_slug_idx; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON INDEX public.tenant_events_slug_idx IS 'Finds the tenants that ever had a slug (history by slug).';
+
+--
+-- Name: tenant_events_tenant_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX tenant_events_tenant_id_idx ON public.tenant_events USING btree (tenant_id, id);
+
+--
+-- Name: INDEX tenant_events_tenant_id_idx; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON INDEX public.tenant_events_tenant_id_idx IS 'A tenant''s events in order.';
+
+--
+-- Name: tenant_events tenant_events_append_only; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tenant_events_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON public.tenant_events FOR EACH STATEMENT EXECUTE FUNCTION public.tg_tenant_events__append_only();
+
+--
+-- Name: TRIGGER tenant_events_append_only ON tenant_events; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TRIGGER tenant_events_append_only ON public.tenant_events IS 'Refuses UPDATE, DELETE and TRUNCATE of events, for every role (see tg_tenant_events__append_only).';
+
+--
+-- Name: tenants tenants_audit; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tenants_audit AFTER INSERT OR DELETE OR UPDATE ON public.tenants FOR EACH ROW EXECUTE FUNCTION public.tg_tenants__audit();
+
+--
+-- Name: TRIGGER tenants_audit ON tenants; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TRIGGER tenants_audit ON public.tenants IS 'Records every insert, change and delete of a tenant in tenant_events (see tg_tenants__audit).';
 
 --
 -- Name: tenants tenants_reserved_slug; Type: TRIGGER; Schema: public; Owner: -

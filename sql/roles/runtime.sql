@@ -1,0 +1,34 @@
+-- The runtime role: what an application may do in the system database, and nothing more.
+
+/*
+  `dbtools roles setup` runs this file in one transaction, as the migration owner, with {role}
+  and {database} replaced by the quoted names of the runtime role and the database; it creates
+  the role first when it is missing. Every statement can run again: the role ends up with exactly
+  these privileges on the migrations' objects, whatever it held before.
+
+  By hand, with the names filled in:
+    sed -e 's/{role}/dbtools_app/g' -e 's/{database}/dbtools_system/g' runtime.sql | psql "$MIGRATIONS_URL"
+
+  Owning nothing, the role cannot ALTER or DROP any object. It gets no TRUNCATE, REFERENCES or
+  TRIGGER privilege anywhere, and nothing on yoyo's bookkeeping or the checksums. It reads
+  tenant_events but cannot write them: the trigger tenants_audit records its changes as the
+  migration owner (SECURITY DEFINER). reserved_slugs is readable by everyone (0003), writable by
+  the owner only.
+*/
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '60s';
+
+REVOKE ALL ON
+    tenants, tenant_events, reserved_slugs,
+    _yoyo_migration, _yoyo_log, _yoyo_version, yoyo_lock, _dbtools_migration_checksum
+FROM {role};
+
+GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {role};
+GRANT USAGE ON SCHEMA public TO {role};
+
+-- The application's work: read and change tenants.
+GRANT SELECT, INSERT, UPDATE, DELETE ON tenants TO {role};
+-- The history, read-only (tenants.history, `dbtools tenants history`).
+GRANT SELECT ON tenant_events TO {role};
+-- The reserved slugs, read-only (also granted to PUBLIC by 0003).
+GRANT SELECT ON reserved_slugs TO {role};
