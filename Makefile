@@ -82,7 +82,7 @@ test: lint typecheck ## lint, type-check, the suite against a real PostgreSQL, d
 
 check: test ## exactly what CI runs
 
-bench: $(DEV) ## benchmarks (medians side by side): tenants.get_by_slug vs raw psycopg
+bench: $(DEV) migrate ## benchmarks (medians side by side): tenants.get_by_slug vs raw psycopg
 	$(BIN)/python bench/get_by_slug.py
 
 clean: $(RUNTIME) ## delete the embedded cluster (data included) and the virtualenv
