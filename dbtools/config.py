@@ -39,6 +39,8 @@ from dbtools.errors import ConfigurationError
 
 DATABASE_URL_VAR = "DATABASE_URL"
 PREPARED_STATEMENTS_VAR = "DBTOOLS_PREPARED_STATEMENTS"
+MIGRATION_LOCK_WAIT_VAR = "DBTOOLS_MIGRATION_LOCK_WAIT"
+DEFAULT_MIGRATION_LOCK_WAIT = 10.0  # seconds
 DEFAULT_DBNAME = "dbtools_system"
 # Seconds libpq waits for a server to answer, unless the URL or PGCONNECT_TIMEOUT says otherwise.
 CONNECT_TIMEOUT = 10
@@ -326,6 +328,24 @@ def prepared_statements() -> PreparedStatements:
             f"the environment variable {PREPARED_STATEMENTS_VAR} must be one of {choices}, "
             f"not {value[:20]!r}"
         ) from None
+
+
+def migration_lock_wait() -> float:
+    """Seconds ``migrate`` and ``rollback`` wait for another run's migration lock:
+    ``DBTOOLS_MIGRATION_LOCK_WAIT`` (unset or empty: 10), a number from 0 to 86400."""
+    text = os.environ.get(MIGRATION_LOCK_WAIT_VAR, "").strip()
+    if not text:
+        return DEFAULT_MIGRATION_LOCK_WAIT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:  # also refuses nan and inf
+        raise ConfigurationError(
+            f"the environment variable {MIGRATION_LOCK_WAIT_VAR} must be a number of seconds "
+            f"from 0 to 86400, not {text[:20]!r}"
+        )
+    return value
 
 
 def _check_url_shape(rest: str, origin: str) -> None:

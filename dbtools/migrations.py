@@ -38,7 +38,7 @@ from yoyo.migrations import topological_sort
 from yoyo.topologicalsort import CycleError
 
 from dbtools import db
-from dbtools.config import Target
+from dbtools.config import Target, migration_lock_wait
 from dbtools.errors import (
     ConfigurationError,
     DatabaseUnavailable,
@@ -57,7 +57,6 @@ MIGRATIONS_DIR = (Path(__file__).parent / "sql").resolve()
 logging.getLogger("yoyo").addHandler(logging.NullHandler())
 MIGRATION_TABLE = "_yoyo_migration"  # yoyo's default, so the yoyo command sees the same history
 BOM = "\ufeff"
-LOCK_WAIT = 10  # seconds to wait for another process's migration lock
 _YOYO_SCHEME = "postgresql+psycopg"
 
 APPLIED_AT = "SELECT migration_id, applied_at_utc FROM _yoyo_migration"
@@ -101,7 +100,7 @@ YOYO_LOCK_HOLDER = """
     FROM yoyo_lock
 """
 # What applying or rolling back needs, checked before yoyo's lock: yoyo retries every error in
-# its lock loop for LOCK_WAIT seconds, and would report a missing privilege as a missing table.
+# its lock loop for the lock wait, and would report a missing privilege as a missing table.
 PRIVILEGES = """
     SELECT current_setting('transaction_read_only') = 'on',
            current_user,
@@ -363,7 +362,7 @@ def _check_privileges(conn: psycopg.Connection[Any], target: Target) -> None:
 
 @contextmanager
 def _locked_by_us(backend: Any, target: Target) -> Iterator[None]:
-    """The migration lock, waited for at most LOCK_WAIT seconds.
+    """The migration lock, waited for at most ``DBTOOLS_MIGRATION_LOCK_WAIT`` seconds (10).
 
     A session-level advisory lock on yoyo's main connection serialises dbtools runs: the server
     releases it when that session ends, however the process died. yoyo runs each migration on a
@@ -375,7 +374,8 @@ def _locked_by_us(backend: Any, target: Target) -> Iterator[None]:
     conn = backend.connection
     if conn.info.server_version >= CHECKS_CLIENT_SINCE:
         conn.execute(sql.SQL("SET client_connection_check_interval = {}").format(CHECK))
-    conn.execute(sql.SQL("SET lock_timeout = {}").format(f"{LOCK_WAIT}s"))
+    wait = migration_lock_wait()
+    conn.execute(sql.SQL("SET lock_timeout = {}").format(f"{max(1, round(wait * 1000))}ms"))
     try:
         conn.execute(TAKE_LOCK, {"key": LOCK_KEY})
     except psycopg.errors.LockNotAvailable:
@@ -383,7 +383,7 @@ def _locked_by_us(backend: Any, target: Target) -> Iterator[None]:
     finally:
         conn.execute("RESET lock_timeout")
     try:
-        with _yoyo_lock_row(target):
+        with _yoyo_lock_row(target, wait):
             yield
     finally:
         with suppress(psycopg.Error):
@@ -391,14 +391,16 @@ def _locked_by_us(backend: Any, target: Target) -> Iterator[None]:
 
 
 @contextmanager
-def _yoyo_lock_row(target: Target) -> Iterator[None]:
+def _yoyo_lock_row(target: Target, wait: float) -> Iterator[None]:
     """yoyo's lock row, inserted and left uncommitted: a plain ``yoyo apply`` waits for it, and
     it vanishes with this connection. A row yoyo committed (a running ``yoyo`` command, or one
-    that died) is waited for, LOCK_WAIT seconds at most."""
-    deadline = time.monotonic() + LOCK_WAIT
+    that died) is waited for, ``wait`` seconds at most."""
+    deadline = time.monotonic() + wait
     with db.connect(target) as lock_conn:
         try:
-            lock_conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(f"{LOCK_WAIT}s"))
+            lock_conn.execute(
+                sql.SQL("SET LOCAL lock_timeout = {}").format(f"{max(1, round(wait * 1000))}ms")
+            )
             while True:
                 try:
                     with lock_conn.transaction():  # a savepoint: a refused insert is retried

@@ -337,3 +337,22 @@ def test_a_bad_prepared_statements_setting_names_the_variable_and_the_choices(
         "the environment variable DBTOOLS_PREPARED_STATEMENTS must be one of auto, on, off, "
         f"not {value!r}"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("", 10.0), ("0", 0.0), (" 2.5 ", 2.5), ("600", 600.0)]
+)
+def test_the_migration_lock_wait_is_a_number_of_seconds(
+    monkeypatch: pytest.MonkeyPatch, value: str, seconds: float
+) -> None:
+    monkeypatch.setenv(config.MIGRATION_LOCK_WAIT_VAR, value)
+    assert config.migration_lock_wait() == seconds
+
+
+@pytest.mark.parametrize("value", ["ten", "-1", "nan", "inf", "86401"])
+def test_a_bad_migration_lock_wait_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv(config.MIGRATION_LOCK_WAIT_VAR, value)
+    with pytest.raises(ConfigurationError, match="DBTOOLS_MIGRATION_LOCK_WAIT must be a number"):
+        config.migration_lock_wait()

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from dbtools import __version__, migrations
+from dbtools import __version__, config, migrations
 from dbtools.config import Target
 from tests.helpers import Cli, copy_migrations, row_count, run_python
 
@@ -120,7 +120,7 @@ def test_a_migrate_killed_mid_migration_leaves_no_lock_and_the_next_one_complete
 
     started = time.monotonic()
     assert migrations.apply(target, folder) == ["0099_slow"]  # waits for no stale lock
-    assert time.monotonic() - started < migrations.LOCK_WAIT
+    assert time.monotonic() - started < config.DEFAULT_MIGRATION_LOCK_WAIT
     assert conn.execute("SELECT to_regclass('half_done') IS NOT NULL").fetchone() == (True,)
     assert conn.execute("SELECT count(*) FROM yoyo_lock").fetchone() == (0,)
     applied = "SELECT count(*) FROM _yoyo_migration WHERE migration_id = '0099_slow'"

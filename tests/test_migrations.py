@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from dbtools import db, migrations, schema
+from dbtools import config, db, migrations, schema
 from dbtools.config import Target
 from dbtools.errors import (
     DatabaseUnavailable,
@@ -206,7 +207,7 @@ def test_a_yoyo_command_holding_its_lock_is_migration_locked(
     target: Target, conn: Conn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A committed row in yoyo_lock is the yoyo command's lock (dbtools never commits one)."""
-    monkeypatch.setattr(migrations, "LOCK_WAIT", 1)
+    monkeypatch.setenv(config.MIGRATION_LOCK_WAIT_VAR, "1")
     since = datetime(2026, 1, 2, 3, 4, 5)
     conn.execute("INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, %s, 4242)", (since,))
     with pytest.raises(MigrationLocked) as caught:
@@ -225,7 +226,7 @@ def test_a_yoyo_command_holding_its_lock_is_migration_locked(
 def test_another_dbtools_holding_the_lock_is_named_with_its_server_process(
     target: Target, connect: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(migrations, "LOCK_WAIT", 1)
+    monkeypatch.setenv(config.MIGRATION_LOCK_WAIT_VAR, "1")
     holder = connect(autocommit=True)
     holder.execute(migrations.TAKE_LOCK, {"key": migrations.LOCK_KEY})
     holder_pid = holder.info.backend_pid
@@ -277,7 +278,7 @@ def no_create_role(conn: Conn, target: Target) -> Iterator[Target]:
 
 
 def test_a_missing_privilege_is_permission_denied_at_once(no_create_role: Target) -> None:
-    """Not yoyo's lock loop retrying for LOCK_WAIT seconds and then blaming a missing table."""
+    """Not yoyo's lock loop retrying for lock wait and then blaming a missing table."""
     for operation in (migrations.apply, migrations.rollback):
         with pytest.raises(PermissionDenied) as caught:
             operation(no_create_role)
@@ -290,7 +291,7 @@ def test_a_missing_privilege_is_permission_denied_at_once(no_create_role: Target
 
 
 def test_a_read_only_server_is_said_at_once_not_taken_for_a_held_lock(target: Target) -> None:
-    """yoyo's lock loop would retry the refused INSERT for LOCK_WAIT seconds, then blame a
+    """yoyo's lock loop would retry the refused INSERT for lock wait, then blame a
     process that does not exist."""
     read_only = Target.from_params(
         **(target.params | {"options": "-c default_transaction_read_only=on"})
@@ -349,7 +350,7 @@ def test_a_role_that_may_only_read_the_bookkeeping_is_permission_denied(
 def test_a_locked_lock_table_gives_up_instead_of_hanging(
     target: Target, connect: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(migrations, "LOCK_WAIT", 1)
+    monkeypatch.setenv(config.MIGRATION_LOCK_WAIT_VAR, "1")
     holder = connect()
     holder.execute("LOCK TABLE yoyo_lock IN ACCESS EXCLUSIVE MODE")
     with pytest.raises((MigrationLocked, Timeout)) as caught:
@@ -387,3 +388,16 @@ def test_a_migration_and_its_mark_commit_together(
     with pytest.raises(MigrationError, match="cannot apply migration 0099_made: no marking today"):
         migrations.apply(target, folder)
     assert "made" not in tables(target)
+
+
+def test_a_lock_wait_of_zero_gives_up_at_once(
+    target: Target, connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lock_timeout = 0 would mean wait for ever: a zero wait must not."""
+    monkeypatch.setenv(config.MIGRATION_LOCK_WAIT_VAR, "0")
+    holder = connect(autocommit=True)
+    holder.execute(migrations.TAKE_LOCK, {"key": migrations.LOCK_KEY})
+    started = time.monotonic()
+    with pytest.raises(MigrationLocked):
+        migrations.apply(target)
+    assert time.monotonic() - started < 5
