@@ -249,9 +249,68 @@ _settings_decoder = json.JSONDecoder(parse_int=_int, parse_float=_float)
 
 def load_settings(text: str) -> dict[str, Any]:
     """Settings as the ``tenants`` queries return them (``settings::text``), parsed. Every
-    ``jsonb`` object loads: numbers that neither int nor float holds exactly are Decimal."""
-    value: dict[str, Any] = _settings_decoder.decode(text)
+    ``jsonb`` object loads: numbers that neither int nor float holds exactly are Decimal, and
+    nesting deeper than Python's recursion limit (jsonb allows thousands of levels) is parsed
+    without recursion."""
+    try:
+        value: dict[str, Any] = _settings_decoder.decode(text)
+    except RecursionError:
+        value = _decode_deep(text)
     return value
+
+
+# One JSON token of jsonb's text output: punctuation, a string, a number, or a literal.
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<punct>[][{}:,])
+      | (?P<string>"(?:[^"\\]|\\.)*")
+      | (?P<number>-?(?:0|[1-9][0-9]*)(?P<fraction>(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?))
+      | (?P<literal>true|false|null)
+    )""",
+    re.VERBOSE | re.DOTALL,
+)
+_LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None}
+
+
+def _decode_deep(text: str) -> Any:
+    """``_settings_decoder.decode(text)`` with an explicit stack instead of recursion."""
+    open_values: list[dict[str, Any] | list[Any]] = []
+    keys: list[str | None] = []  # per open object: the key awaiting its value
+    pos = 0
+    while True:
+        match = _TOKEN.match(text, pos)
+        if match is None:
+            raise ValueError(f"not JSON at character {pos}")
+        pos = match.end()
+        punct, string, number, literal = match.group("punct", "string", "number", "literal")
+        if punct in ("{", "["):
+            open_values.append({} if punct == "{" else [])
+            keys.append(None)
+            continue
+        if punct in (":", ","):
+            continue
+        if punct is not None:  # } or ]: the open value is complete
+            value: Any = open_values.pop()
+            keys.pop()
+        elif string is not None:
+            value = json.loads(string)  # one string: its escapes, no nesting
+            if open_values and isinstance(open_values[-1], dict) and keys[-1] is None:
+                keys[-1] = value
+                continue
+        elif number is not None:
+            value = _float(number) if match.group("fraction") else _int(number)
+        else:
+            value = _LITERALS[literal]
+        if not open_values:
+            if text[pos:].strip():
+                raise ValueError(f"extra data at character {pos}")
+            return value
+        parent = open_values[-1]
+        if isinstance(parent, dict):
+            parent[str(keys[-1])] = value
+            keys[-1] = None
+        else:
+            parent.append(value)
 
 
 def _tenant_row(cursor: Any) -> Callable[[Sequence[Any]], Tenant]:

@@ -527,3 +527,18 @@ def test_settings_argument_round_trips_or_is_refused(
         assert result.returncode == 2
         assert complaint in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_settings_nested_thousands_deep_are_shown(
+    cli: Cli, db_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    deep = '{"a": ' + "[" * 5000 + "]" * 5000 + "}"
+    conn.execute(
+        "INSERT INTO tenants (slug, name, settings) VALUES ('deep', 'Deep', %s::jsonb)", (deep,)
+    )
+    shown = on(cli, db_url, "tenants", "show", "deep")
+    assert shown.returncode == 0, shown.stderr
+    assert 'settings    {"a": [[[' in shown.stdout
+    as_json = on(cli, db_url, "--json", "tenants", "show", "deep")
+    assert as_json.returncode == 0, as_json.stderr
+    assert '"settings": {"a": ' + "[" * 5000 + "]" * 5000 + "}" in as_json.stdout

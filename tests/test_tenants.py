@@ -7,6 +7,7 @@ many values loops over them in that one database, naming the value in each asser
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import secrets
@@ -22,6 +23,8 @@ from typing import Any, TypeVar
 
 import psycopg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from psycopg import pq
 from pydantic import ValidationError
 
@@ -995,3 +998,40 @@ def test_messages_quote_only_an_excerpt_of_a_huge_slug() -> None:
     with pytest.raises(InvalidTenant) as caught:
         tenants.validate_name(slug, " ")
     assert len(str(caught.value)) < 200, str(caught.value)
+
+
+DEPTH = 5000  # jsonb takes it; Python's json recursion stops near 1000
+
+
+def test_settings_nested_deeper_than_python_recursion_read_back(conn: Conn) -> None:
+    deep = '{"a": ' + "[" * DEPTH + '{"b": 1}' + "]" * DEPTH + "}"
+    conn.execute(
+        "INSERT INTO tenants (slug, name, settings) VALUES ('deep', 'Deep', %s::jsonb)", (deep,)
+    )
+    for tenant in (
+        tenants.get_by_slug(conn, "deep"),
+        tenants.get_many(conn, ["deep"])["deep"],
+        tenants.list_tenants(conn)[0],
+    ):
+        assert tenant is not None
+        inner: Any = tenant.settings["a"]
+        for _ in range(DEPTH):
+            [inner] = inner
+        assert inner == {"b": 1}
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=30,
+)
+
+
+@given(value=st.dictionaries(st.text(), json_values))
+def test_the_deep_decoder_reads_what_json_reads(value: dict[str, Any]) -> None:
+    text = json.dumps(value)
+    assert tenants._decode_deep(text) == tenants.load_settings(text) == json.loads(text)

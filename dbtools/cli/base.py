@@ -181,12 +181,48 @@ def _json_default(value: object) -> object:
 def json_text(value: Any, *, indent: int | None = None) -> str:
     """``value`` as JSON for output: UTF-8 (not ASCII escapes), numbers of any size written
     exactly, and no control character left raw, so that it is safe on a terminal."""
-    text = json.dumps(value, indent=indent, ensure_ascii=False, default=_json_default)
+    try:
+        text = json.dumps(value, indent=indent, ensure_ascii=False, default=_json_default)
+    except RecursionError:  # settings nested deeper than Python's recursion limit: compact
+        text = _dumps_deep(value)
     if "\\u0000number:" in text:
         text = _marked_number.sub(r"\1", text)
     if not text.isascii():
         text = _c1_control.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     return text
+
+
+class _Raw(str):
+    """Output text of _dumps_deep, as opposed to a value still to encode."""
+
+
+def _dumps_deep(value: Any) -> str:
+    """``json.dumps(value)`` as json_text writes it, with an explicit stack instead of
+    recursion (jsonb allows nesting thousands of levels deep)."""
+    parts: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Raw):
+            parts.append(item)
+        elif isinstance(item, dict):
+            stack.append(_Raw("}"))
+            for n, (key, inner) in enumerate(reversed(list(item.items()))):
+                if n:
+                    stack.append(_Raw(", "))
+                stack.append(inner)
+                stack.append(_Raw(json.dumps(str(key), ensure_ascii=False) + ": "))
+            stack.append(_Raw("{"))
+        elif isinstance(item, list | tuple):
+            stack.append(_Raw("]"))
+            for n, inner in enumerate(reversed(item)):
+                if n:
+                    stack.append(_Raw(", "))
+                stack.append(inner)
+            stack.append(_Raw("["))
+        else:
+            parts.append(json.dumps(item, ensure_ascii=False, default=_json_default))
+    return "".join(parts)
 
 
 def table(rows: list[list[str]]) -> str:
