@@ -27,7 +27,7 @@ import psycopg
 
 from dbtools import tenants
 from dbtools.db import Scope, scope
-from dbtools.errors import DbToolsError, ImportFailed, RowError, excerpt
+from dbtools.errors import DbToolsError, ImportFailed, ReservedSlug, RowError, excerpt
 from dbtools.slugs import validate_new_slug
 
 __all__ = ["HEADERS", "ImportFailed", "Phase", "Progress", "RowError", "import_csv"]
@@ -47,11 +47,16 @@ CREATE_STAGING = """
     ) ON COMMIT DROP
 """
 COPY_STAGING = "COPY tenant_import (line, slug, name, settings) FROM STDIN"
+# Slugs taken by a tenant, and slugs a DBA reserved (the built-in ones are refused in Python).
 EXISTING = """
-    SELECT s.line, s.slug
+    SELECT s.line, s.slug, false AS reserved
     FROM tenant_import s
     JOIN tenants t ON t.slug = s.slug
-    ORDER BY s.line
+    UNION ALL
+    SELECT s.line, s.slug, true
+    FROM tenant_import s
+    JOIN reserved_slugs r ON r.slug = s.slug
+    ORDER BY 1
 """
 DROP_STAGING = "DROP TABLE tenant_import"
 INSERT_ALL = """
@@ -135,8 +140,11 @@ def _load(
                 copy.write_row(row)
                 if count % PROGRESS_EVERY == 0 and count < len(rows):
                     report(Phase.STAGE, count)
-        for line, slug in cur.execute(EXISTING).fetchall():
-            errors.append(RowError(line, f"a tenant with slug {excerpt(slug)} already exists"))
+        for line, slug, reserved in cur.execute(EXISTING).fetchall():
+            if reserved:
+                errors.append(RowError(line, str(ReservedSlug(slug))))
+            else:
+                errors.append(RowError(line, f"a tenant with slug {excerpt(slug)} already exists"))
         if rows:
             report(Phase.STAGE, len(rows))
         if errors:

@@ -173,6 +173,8 @@ def ensure_database(target: Target) -> bool:
     if database_exists(target):
         return False
     with db.maintenance_connection(target) as conn:
+        if db.behind_pooler(conn):
+            raise _through_pooler(target)
         try:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.dbname)))
         except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
@@ -293,11 +295,7 @@ def _session(target: Target, *, write: bool) -> Iterator[Any]:
     with backend:
         conn = backend.connection
         if write and db.behind_pooler(conn):
-            raise ConfigurationError(
-                f"cannot migrate {target.describe()} through a connection pooler (PgBouncer...): "
-                "migrations hold a lock on one server session for the whole run; give migrate "
-                "and rollback the URL of the PostgreSQL server itself (its own host and port)"
-            )
+            raise _through_pooler(target)
         if conn.info.server_version >= CHECKS_CLIENT_SINCE:
             # yoyo runs each migration on a connection of its own (a copy of the backend): a
             # backend whose client was killed mid-migration ends within a second, rolling back.
@@ -314,6 +312,14 @@ def _session(target: Target, *, write: bool) -> Iterator[Any]:
             raise MigrationLocked(target.dbname, by_yoyo=True) from exc
         except psycopg.Error as exc:
             raise _failure(exc, conn, f"cannot migrate {target.describe()}") from exc
+
+
+def _through_pooler(target: Target) -> ConfigurationError:
+    return ConfigurationError(
+        f"cannot migrate {target.describe()} through a connection pooler (PgBouncer...): "
+        "migrations hold a lock on one server session for the whole run; give migrate "
+        "and rollback the URL of the PostgreSQL server itself (its own host and port)"
+    )
 
 
 def _uri(target: Target, *, options: str = "") -> DatabaseURI:
@@ -561,7 +567,8 @@ def _apply_one(backend: Any, migration: Any) -> None:
     backend.ensure_internal_schema_updated()
     with backend.transaction():
         migration.process_steps(backend, "apply")
-        backend.mark_one(migration)
+        backend.mark_one(migration, log=False)
+        backend.log_migration(migration, "apply")  # as yoyo logs it: "mark" means not run
 
 
 def _rollback_one(backend: Any, migration: Any) -> None:
@@ -574,7 +581,8 @@ def _rollback_one(backend: Any, migration: Any) -> None:
     backend.ensure_internal_schema_updated()
     with backend.transaction():
         migration.process_steps(backend, "rollback")
-        backend.unmark_one(migration)
+        backend.unmark_one(migration, log=False)
+        backend.log_migration(migration, "rollback")
         backend.execute(FORGET_CHECKSUM_YOYO, {"id": migration.id})
 
 

@@ -36,9 +36,23 @@ ROLE_STATE: LiteralString = """
     WHERE r.rolname = %(role)s AND t.oid = 'public.tenants'::regclass
 """
 TAKE_LOCK: LiteralString = "SELECT pg_advisory_xact_lock(%(key)s)"
+MEMBERSHIPS: LiteralString = """
+    SELECT g.rolname
+    FROM pg_auth_members m
+    JOIN pg_roles g ON g.oid = m.roleid
+    JOIN pg_roles r ON r.oid = m.member
+    WHERE r.rolname = %(role)s
+    ORDER BY 1
+"""
 # LOGIN without a password: nobody can log in with a password until a DBA sets one (psql's
 # \password), and trust, peer or certificate authentication works as pg_hba.conf says.
 CREATE_ROLE: LiteralString = "CREATE ROLE {role} LOGIN"
+
+
+# Names PostgreSQL keeps for itself in role specifications (GRANT ... TO public, and so on).
+_RESERVED_ROLE_NAMES = frozenset(
+    {"public", "none", "current_user", "session_user", "current_role", "all"}
+)
 
 
 def validate_role_name(role: object) -> str:
@@ -54,6 +68,8 @@ def validate_role_name(role: object) -> str:
         )
     if role.startswith("pg_"):
         raise ConfigurationError(f"role names starting with pg_ are reserved: {excerpt(role)}")
+    if role.lower() in _RESERVED_ROLE_NAMES:
+        raise ConfigurationError(f"{excerpt(role)} is a reserved role name in PostgreSQL")
     return role
 
 
@@ -62,8 +78,9 @@ def setup_runtime_role(conn: psycopg.Connection[Any], role: str = DEFAULT_RUNTIM
     the privileges of :data:`RUNTIME_SQL`, in one transaction; whether it was created.
 
     Idempotent: a second run changes nothing. Run it as the migration owner (it needs CREATEROLE
-    to create the role, and to own the tables to grant on them). An existing role's attributes,
-    password and memberships are left alone. Refuses a superuser, or a role that owns the tables
+    to create the role, and to own the tables to grant on them). An existing role keeps its
+    password and LOGIN; privileges beyond the file's (memberships in other roles, CREATEDB...)
+    are taken back. Refuses a superuser, or a role that owns the tables
     (or is a member of their owner), for which privileges would mean nothing.
     """
     validate_role_name(role)
@@ -84,4 +101,12 @@ def setup_runtime_role(conn: psycopg.Connection[Any], role: str = DEFAULT_RUNTIM
         database = sql.Identifier(conn.info.dbname)
         script = sql.SQL(RUNTIME_SQL.read_text()).format(role=name, database=database)
         cur.execute(script)
+        # Membership in another role (pg_write_all_data, the owner's group...) would hand the
+        # runtime role that role's privileges: every one is taken back.
+        for (granted,) in cur.execute(MEMBERSHIPS, {"role": role}).fetchall():
+            cur.execute(
+                sql.SQL("REVOKE {granted} FROM {role}").format(
+                    granted=sql.Identifier(granted), role=name
+                )
+            )
     return created

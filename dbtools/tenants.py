@@ -236,8 +236,8 @@ def _int(text: str) -> int | Decimal:
 
 def _float(text: str) -> float | Decimal:
     value = float(text)
-    if math.isinf(value) or (value == 0.0 and text.strip("-0.")):
-        return Decimal(text)  # beyond a float's range: kept exact rather than inf or 0.0
+    if math.isinf(value) or Decimal(repr(value)) != Decimal(text):
+        return Decimal(text)  # more digits than a float holds, or beyond its range: kept exact
     return value
 
 
@@ -396,8 +396,11 @@ HISTORY: LiteralString = """
 # set_config(..., true) lasts until the end of the transaction, even behind a transaction
 # pooler; the previous value comes back so that the block can restore it. The select list is
 # evaluated in order: the setting is read before it is set.
+# The actor is marked with the id of the transaction it is set in: the audit trigger takes
+# only a value of its own transaction, never one left on a pooled session by another client.
 SET_ACTOR: LiteralString = """
-    SELECT current_setting('dbtools.actor', true), set_config('dbtools.actor', %(actor)s, true)
+    SELECT current_setting('dbtools.actor', true),
+           set_config('dbtools.actor', pg_current_xact_id()::text || ':' || %(actor)s, true)
 """
 RESTORE_ACTOR: LiteralString = "SELECT set_config('dbtools.actor', %(actor)s, true)"
 
@@ -598,6 +601,8 @@ def validate_actor(actor: object) -> str:
         raise InvalidActor(actor, f"must be 1 to {ACTOR_MAX_LENGTH} characters, not {len(actor)}")
     if not actor.isprintable():
         raise InvalidActor(actor, "must not contain control characters")
+    if not actor.strip():  # it would look like no actor at all in the history
+        raise InvalidActor(actor, "must not be blank")
     if not _encodable(actor):
         raise InvalidActor(actor, "must be valid Unicode (it holds a lone surrogate)")
     return actor
@@ -675,8 +680,17 @@ def settings_json(slug: str, settings: object) -> str:
             "settings",
             f"keys must be strings, not {type(bad_key).__name__} ({excerpt(bad_key)})",
         )
+    decimals = 0
+
+    def default(value: object) -> object:
+        nonlocal decimals
+        if isinstance(value, Decimal) and value.is_finite():  # as read back: written exactly
+            decimals += 1
+            return f"{_NUMBER_MARK}{value}"
+        return _json_default(value)
+
     try:
-        text = json.dumps(settings, allow_nan=False, ensure_ascii=False, default=_json_default)
+        text = json.dumps(settings, allow_nan=False, ensure_ascii=False, default=default)
     except (TypeError, ValueError) as exc:
         raise InvalidTenant(slug, "settings", f"cannot be stored as JSON: {exc}") from None
     except RecursionError:
@@ -685,8 +699,10 @@ def settings_json(slug: str, settings: object) -> str:
         raise InvalidTenant(
             slug, "settings", f"must not be nested more than {SETTINGS_MAX_DEPTH} levels deep"
         )
-    if _escaped_nul.search(text):  # json.dumps writes NUL as \u0000; PostgreSQL refuses it
+    if len(_escaped_nul.findall(text)) > decimals:  # json.dumps writes NUL as \u0000
         raise InvalidTenant(slug, "settings", "must not contain NUL characters")
+    if decimals:
+        text = _marked_number.sub(r"\1", text)
     if not _encodable(text):
         raise InvalidTenant(slug, "settings", "must be valid Unicode (they hold a lone surrogate)")
     return text
@@ -731,6 +747,11 @@ def _nesting(text: str) -> int:
         elif char in "]}":
             depth -= 1
     return deepest
+
+
+# A Decimal goes through json.dumps as a marked string, then becomes the number it is.
+_NUMBER_MARK = "\x00number:"
+_marked_number = re.compile(r'"\\u0000number:([-+.0-9Ee]+)"')
 
 
 def _json_default(value: object) -> object:

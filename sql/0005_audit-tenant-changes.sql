@@ -88,8 +88,10 @@ COMMENT ON INDEX tenant_events_tenant_id_idx IS 'A tenant''s events in order.';
   the role that logged in (current_user is the owner here).
 
   The actor comes from the setting dbtools.actor, which dbtools.tenants.acting_as sets with
-  set_config(..., true): it lasts until the end of the transaction, so it is safe behind a
-  transaction pooler. An unset or reset setting reads as '' or NULL, both recorded as NULL.
+  set_config(..., true) to '<transaction id>:<actor>'. The setting lasts until the end of the
+  transaction; the id prefix makes sure it was set in this very transaction, so a session-level
+  value that another client left on a pooled server session is never taken for an actor.
+  Anything else (unset, reset, another transaction's) is recorded as NULL.
 */
 CREATE FUNCTION tg_tenants__audit() RETURNS trigger
     LANGUAGE plpgsql
@@ -98,7 +100,9 @@ CREATE FUNCTION tg_tenants__audit() RETURNS trigger
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    who text := nullif(current_setting('dbtools.actor', true), '');
+    marked text := current_setting('dbtools.actor', true);
+    mine text := pg_current_xact_id()::text || ':';
+    who text := CASE WHEN starts_with(marked, mine) THEN nullif(substr(marked, length(mine) + 1), '') END;
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO public.tenant_events (tenant_id, slug, kind, old_values, new_values, db_user, actor)

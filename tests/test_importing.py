@@ -798,3 +798,16 @@ def test_a_reserved_slug_is_a_bad_row_of_its_own(
         "invalid tenant slug 'www': the slug is reserved for the platform",
     )
     assert row_count(conn) == 0
+
+
+def test_a_slug_a_dba_reserved_is_a_bad_row_too(
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    conn.execute("INSERT INTO reserved_slugs (slug, reason) VALUES ('acme-res', 'kept')")
+    content = "slug,name\nok-two,Two\nacme-res,Reserved\n"
+    line, message = only_error(run_import(cli, db_url, write_file(tmp_path, content)))
+    assert (line, message) == (
+        3,
+        "invalid tenant slug 'acme-res': the slug is reserved for the platform",
+    )
+    assert row_count(conn) == 0

@@ -401,3 +401,15 @@ def test_a_lock_wait_of_zero_gives_up_at_once(
     with pytest.raises(MigrationLocked):
         migrations.apply(target)
     assert time.monotonic() - started < 5
+
+
+def test_yoyo_log_says_applied_and_rolled_back(target: Target, conn: Conn) -> None:
+    """_yoyo_log's "mark" means declared applied without running: not what dbtools does."""
+    conn.execute("DELETE FROM _yoyo_log")
+    migrations.rollback(target)
+    migrations.apply(target)
+    rows = conn.execute(
+        "SELECT operation FROM _yoyo_log WHERE migration_id = %s ORDER BY created_at_utc",
+        (MIGRATION_IDS[-1],),
+    ).fetchall()
+    assert rows == [("rollback",), ("apply",)]

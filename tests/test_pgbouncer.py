@@ -293,3 +293,13 @@ def test_migrations_through_a_transaction_pooler_refuse_and_change_nothing(
     assert migrations.status(target) == before
     with db.connect(target) as conn:
         assert conn.execute("SELECT count(*) FROM yoyo_lock").fetchone() == (0,)
+
+
+def test_migrate_through_a_pooler_creates_no_database_first(
+    cli: Cli, pgbouncer: Any, missing_db: Target
+) -> None:
+    pooled = pgbouncer.target(missing_db.dbname)
+    result = cli("--database-url", pooled.url(), "migrate")
+    assert result.returncode == 2, result.stderr
+    assert "through a connection pooler" in result.stderr
+    assert not migrations.database_exists(missing_db)

@@ -186,3 +186,51 @@ def test_the_command_refuses_a_reserved_role_name(cli: Cli, db_url: str) -> None
     result = cli("--database-url", db_url, "roles", "setup", "--role", "pg_mine")
     assert result.returncode == 2
     assert result.stderr == "dbtools: error: role names starting with pg_ are reserved: 'pg_mine'\n"
+
+
+@pytest.mark.parametrize("name", ["public", "NONE", "current_user", "session_user"])
+def test_names_postgresql_keeps_for_itself_are_refused(cli: Cli, db_url: str, name: str) -> None:
+    result = cli("--database-url", db_url, "roles", "setup", "--role", name)
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"dbtools: error: {name!r} is a reserved role name in PostgreSQL\n",
+    )
+
+
+def test_setup_takes_back_what_reaches_past_the_grants(
+    conn: Conn, target: Target, role_name: str
+) -> None:
+    """Schema and database CREATE, role attributes, memberships and PUBLIC's grants on the
+    migrations' tables: each would let the role do what the file does not grant."""
+    roles.setup_runtime_role(conn, role_name)
+    name = sql.Identifier(role_name)
+    database = sql.Identifier(conn.info.dbname)
+    for statement in (
+        "GRANT CREATE ON SCHEMA public TO {role}",
+        "GRANT CREATE ON DATABASE {database} TO {role}",
+        "GRANT EXECUTE ON FUNCTION tg_tenants__audit() TO {role}",
+        "ALTER ROLE {role} CREATEDB",
+        "GRANT pg_write_all_data TO {role}",
+        "GRANT INSERT ON reserved_slugs TO PUBLIC",
+    ):
+        conn.execute(sql.SQL(statement).format(role=name, database=database))
+    assert roles.setup_runtime_role(conn, role_name) is False
+
+    with db.connect(
+        Target.from_params(**(target.params | {"user": role_name})), autocommit=True
+    ) as app:
+        for statement in (
+            "CREATE TABLE public.app_owned (x int)",
+            "CREATE SCHEMA app_schema",
+            "INSERT INTO reserved_slugs (slug, reason) VALUES ('zz-pub', 'x')",
+            "INSERT INTO tenant_events (tenant_id, slug, kind, new_values, db_user) "
+            "VALUES (gen_random_uuid(), 'fake', 'created', '{}', 'nobody')",
+        ):
+            with pytest.raises(pg_errors.InsufficientPrivilege):
+                app.execute(statement)
+    state = conn.execute(
+        "SELECT rolcreatedb, pg_has_role(%s, 'pg_write_all_data', 'MEMBER') FROM pg_roles "
+        "WHERE rolname = %s",
+        (role_name, role_name),
+    ).fetchone()
+    assert state == (False, False)

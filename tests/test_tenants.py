@@ -1035,3 +1035,19 @@ json_values = st.recursive(
 def test_the_deep_decoder_reads_what_json_reads(value: dict[str, Any]) -> None:
     text = json.dumps(value)
     assert tenants._decode_deep(text) == tenants.load_settings(text) == json.loads(text)
+
+
+def test_numbers_a_float_cannot_hold_survive_a_read_modify_write(conn: Conn) -> None:
+    written = '{"p": 0.1000000000000000000001, "r": 12345678901234567.5, "f": 1.5, "n": 1e5000}'
+    conn.execute(
+        "INSERT INTO tenants (slug, name, settings) VALUES ('exact', 'Exact', %s::jsonb)",
+        (written,),
+    )
+    tenant = tenants.get_by_slug(conn, "exact")
+    assert tenant is not None
+    assert tenant.settings["p"] == Decimal("0.1000000000000000000001")
+    assert tenant.settings["f"] == 1.5
+    assert isinstance(tenant.settings["f"], float)
+    tenants.update(conn, "exact", settings={**tenant.settings, "plan": "pro"})
+    same = "SELECT settings - 'plan' = %s::jsonb FROM tenants WHERE slug = 'exact'"
+    assert conn.execute(same, (written,)).fetchone() == (True,)

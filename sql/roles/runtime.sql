@@ -23,6 +23,25 @@ REVOKE ALL ON
     _yoyo_migration, _yoyo_log, _yoyo_version, yoyo_lock, _dbtools_migration_checksum
 FROM {role};
 
+-- Whatever someone granted the tables to PUBLIC, the role holds too: PUBLIC gets back only
+-- what the migrations gave it (reading reserved_slugs, for the trigger that checks slugs).
+REVOKE ALL ON
+    tenants, tenant_events, reserved_slugs,
+    _yoyo_migration, _yoyo_log, _yoyo_version, yoyo_lock, _dbtools_migration_checksum
+FROM PUBLIC;
+GRANT SELECT ON reserved_slugs TO PUBLIC;
+
+-- No creating objects: no tables in the schema (PUBLIC included, as PostgreSQL 15+ has it by
+-- default), no schemas in the database; no calling the trigger functions.
+REVOKE CREATE ON SCHEMA public FROM PUBLIC, {role};
+REVOKE CREATE ON DATABASE {database} FROM {role};
+REVOKE ALL ON FUNCTION
+    tg_tenants__timestamps(), tg_tenants__reserved_slug(), tg_tenants__audit(),
+    tg_tenant_events__append_only()
+FROM {role};
+-- Attributes that would reach past these grants.
+ALTER ROLE {role} NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
+
 GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {role};
 GRANT USAGE ON SCHEMA public TO {role};
 

@@ -81,7 +81,9 @@ CREATE FUNCTION public.tg_tenants__audit() RETURNS trigger
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 DECLARE
-    who text := nullif(current_setting('dbtools.actor', true), '');
+    marked text := current_setting('dbtools.actor', true);
+    mine text := pg_current_xact_id()::text || ':';
+    who text := CASE WHEN starts_with(marked, mine) THEN nullif(substr(marked, length(mine) + 1), '') END;
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO public.tenant_events (tenant_id, slug, kind, old_values, new_values, db_user, actor)
