@@ -21,11 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import psycopg
 
 from dbtools import localdb, migrations
 from dbtools.config import Target
+from dbtools.tenants import TenantEvent
 
 PROJECT = Path(__file__).resolve().parent.parent
 TEST_SERVER_VAR = "DBTOOLS_TEST_DATABASE_URL"
@@ -306,3 +308,17 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
             sink.sendall(data)
     with contextlib.suppress(OSError):
         sink.shutdown(socket.SHUT_WR)
+
+
+def replay(events: list[TenantEvent]) -> dict[UUID, dict[str, Any]]:
+    """The rows the events describe, by tenant id; deleted ones absent."""
+    rows: dict[UUID, dict[str, Any]] = {}
+    for event in events:
+        if event.kind.value == "created":
+            rows[event.tenant_id] = dict(event.new_values or {})
+        elif event.kind.value == "deleted":
+            del rows[event.tenant_id]
+        else:
+            assert rows[event.tenant_id] | (event.old_values or {}) == rows[event.tenant_id]
+            rows[event.tenant_id] |= event.new_values or {}
+    return rows

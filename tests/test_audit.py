@@ -19,7 +19,7 @@ from dbtools import db, tenants
 from dbtools.config import Target
 from dbtools.errors import DbToolsError, DuplicateSlug, InvalidActor
 from dbtools.tenants import TenantEvent
-from tests.helpers import Cli
+from tests.helpers import Cli, replay
 
 Conn = psycopg.Connection[Any]
 
@@ -283,20 +283,6 @@ def apply(conn: Conn, operation: tuple[Any, ...]) -> None:
                 )
     except (DbToolsError, pg_errors.UniqueViolation):  # a taken or missing slug: no change
         pass
-
-
-def replay(events: list[TenantEvent]) -> dict[UUID, dict[str, Any]]:
-    """The rows the events describe, by tenant id; deleted ones absent."""
-    rows: dict[UUID, dict[str, Any]] = {}
-    for event in events:
-        if event.kind.value == "created":
-            rows[event.tenant_id] = dict(event.new_values or {})
-        elif event.kind.value == "deleted":
-            del rows[event.tenant_id]
-        else:
-            assert rows[event.tenant_id] | (event.old_values or {}) == rows[event.tenant_id]
-            rows[event.tenant_id] |= event.new_values or {}
-    return rows
 
 
 @settings(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
+from uuid import UUID
 
 import psycopg
 from hypothesis import HealthCheck, event, given, settings
@@ -40,7 +41,7 @@ from dbtools.errors import (
 )
 from dbtools.slugs import RESERVED_SLUGS, SLUG_PATTERN, validate_slug
 from dbtools.tenants import Tenant, TenantStatus
-from tests.helpers import remove_cluster, row_count
+from tests.helpers import remove_cluster, replay, row_count
 
 Conn = psycopg.Connection[Any]
 T = TypeVar("T")
@@ -158,7 +159,8 @@ def test_racing_writers_leave_consistent_rows_and_see_only_documented_errors(
     every row satisfies every constraint, and the final rows are what some serial order of the
     successful calls leaves: per slug, creates and deletes alternate, and the final row's id,
     name, status and settings come from successful calls on that very tenant that were not
-    followed, in real time, by another successful call setting the same thing."""
+    followed, in real time, by another successful call setting the same thing; and the audit
+    trail of each slug, replayed, gives its final row."""
     connections = [connect(autocommit=True) for _ in range(WRITERS)]
     start = threading.Barrier(WRITERS + 1)
     deadline = [math.inf]
@@ -220,6 +222,19 @@ def test_racing_writers_leave_consistent_rows_and_see_only_documented_errors(
         assert row.name in _final_value(named), slug
         statuses = [(o, o.tenant.status) for o in on_row if o.tenant and o.op != "rename"]
         assert row.status in _final_value(statuses), slug
+    for slug in RACE_SLUGS:  # the audit trail, replayed, gives each slug's final row
+        replayed = [r for r in replay(tenants.history(conn, slug)).values() if r["slug"] == slug]
+        if slug not in final:
+            assert replayed == [], slug
+            continue
+        [event_row] = replayed
+        tenant = final[slug]
+        assert (
+            UUID(event_row["id"]),
+            event_row["name"],
+            event_row["status"],
+            event_row["settings"],
+        ) == (tenant.id, tenant.name, tenant.status.value, tenant.settings), slug
 
 
 # --- the server restarted under a pool ------------------------------------------------------
