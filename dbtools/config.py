@@ -330,17 +330,17 @@ def prepared_statements() -> PreparedStatements:
         ) from None
 
 
+_DECIMAL_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+", re.ASCII)
+
+
 def migration_lock_wait() -> float:
     """Seconds ``migrate`` and ``rollback`` wait for another run's migration lock:
     ``DBTOOLS_MIGRATION_LOCK_WAIT`` (unset or empty: 10), a number from 0 to 86400."""
     text = os.environ.get(MIGRATION_LOCK_WAIT_VAR, "").strip()
     if not text:
         return DEFAULT_MIGRATION_LOCK_WAIT
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 86400:  # also refuses nan and inf
+    value = float(text) if _DECIMAL_NUMBER.fullmatch(text) else -1.0
+    if not 0 <= value <= 86400:
         raise ConfigurationError(
             f"the environment variable {MIGRATION_LOCK_WAIT_VAR} must be a number of seconds "
             f"from 0 to 86400, not {text[:20]!r}"

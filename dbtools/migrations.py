@@ -253,6 +253,9 @@ def status(target: Target, migrations_dir: Path | None = None) -> list[Migration
 def plan(target: Target, migrations_dir: Path | None = None) -> Plan:
     """What ``migrate`` would do, found without changing anything (not even creating the
     database or yoyo's tables)."""
+    with db.maintenance_connection(target) as conn:  # as migrate would refuse, so does its plan
+        if db.behind_pooler(conn):
+            raise _through_pooler(target)
     if not database_exists(target):
         return Plan(target.dbname, True, listed(migrations_dir))
     pending = [state for state in status(target, migrations_dir) if state.applied_at is None]

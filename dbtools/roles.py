@@ -36,6 +36,14 @@ ROLE_STATE: LiteralString = """
     WHERE r.rolname = %(role)s AND t.oid = 'public.tenants'::regclass
 """
 TAKE_LOCK: LiteralString = "SELECT pg_advisory_xact_lock(%(key)s)"
+# What the role owns in this database (objects and default privileges), from pg_shdepend.
+OWNED: LiteralString = """
+    SELECT count(*)
+    FROM pg_shdepend d
+    JOIN pg_roles r ON r.oid = d.refobjid
+    WHERE r.rolname = %(role)s AND d.deptype = 'o'
+      AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
 MEMBERSHIPS: LiteralString = """
     SELECT g.rolname
     FROM pg_auth_members m
@@ -94,6 +102,13 @@ def setup_runtime_role(conn: psycopg.Connection[Any], role: str = DEFAULT_RUNTIM
             raise ConfigurationError(
                 f"role {excerpt(role)} is {what}: privileges cannot restrict it, so it cannot be "
                 "the runtime role; name another with --role"
+            )
+        owned = cur.execute(OWNED, {"role": role}).fetchone()
+        if owned is not None and owned[0]:
+            raise ConfigurationError(
+                f"role {excerpt(role)} owns {owned[0]} object(s) in database "
+                f"{conn.info.dbname!r} (a schema, a table, default privileges...): an owner may "
+                "alter and drop what it owns; hand them over first (REASSIGN OWNED BY ... TO ...)"
             )
         created = state is None
         if created:

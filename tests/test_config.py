@@ -349,7 +349,7 @@ def test_the_migration_lock_wait_is_a_number_of_seconds(
     assert config.migration_lock_wait() == seconds
 
 
-@pytest.mark.parametrize("value", ["ten", "-1", "nan", "inf", "86401"])
+@pytest.mark.parametrize("value", ["ten", "-1", "nan", "inf", "86401", "1_0", "0x10", "1e3"])
 def test_a_bad_migration_lock_wait_is_a_configuration_error(
     monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:

@@ -303,3 +303,12 @@ def test_migrate_through_a_pooler_creates_no_database_first(
     assert result.returncode == 2, result.stderr
     assert "through a connection pooler" in result.stderr
     assert not migrations.database_exists(missing_db)
+
+
+def test_a_dry_run_through_a_pooler_refuses_as_migrate_would(
+    cli: Cli, pgbouncer: Any, missing_db: Target
+) -> None:
+    pooled = pgbouncer.target(missing_db.dbname)
+    result = cli("--database-url", pooled.url(), "migrate", "--dry-run")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert "through a connection pooler" in result.stderr

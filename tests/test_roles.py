@@ -234,3 +234,35 @@ def test_setup_takes_back_what_reaches_past_the_grants(
         (role_name, role_name),
     ).fetchone()
     assert state == (False, False)
+
+
+def test_setup_takes_back_grant_options_and_role_settings(conn: Conn, role_name: str) -> None:
+    roles.setup_runtime_role(conn, role_name)
+    name = sql.Identifier(role_name)
+    database = sql.Identifier(conn.info.dbname)
+    for statement in (
+        "GRANT USAGE ON SCHEMA public TO {role} WITH GRANT OPTION",
+        "GRANT CONNECT ON DATABASE {database} TO {role} WITH GRANT OPTION",
+        "GRANT USAGE ON TYPE tenant_status TO {role} WITH GRANT OPTION",
+        "ALTER ROLE {role} SET search_path = evil, public",
+    ):
+        conn.execute(sql.SQL(statement).format(role=name, database=database))
+    roles.setup_runtime_role(conn, role_name)
+    grant_options = conn.execute(
+        """
+        SELECT has_schema_privilege(%(r)s, 'public', 'USAGE WITH GRANT OPTION'),
+               has_database_privilege(%(r)s, current_database(), 'CONNECT WITH GRANT OPTION'),
+               has_type_privilege(%(r)s, 'tenant_status', 'USAGE WITH GRANT OPTION'),
+               (SELECT rolconfig FROM pg_roles WHERE rolname = %(r)s)
+        """,
+        {"r": role_name},
+    ).fetchone()
+    assert grant_options == (False, False, False, None)
+    assert privileges(conn, role_name) == EXPECTED
+
+
+def test_a_role_that_owns_objects_is_refused(conn: Conn, role_name: str) -> None:
+    roles.setup_runtime_role(conn, role_name)
+    conn.execute(sql.SQL("CREATE SCHEMA evil AUTHORIZATION {}").format(sql.Identifier(role_name)))
+    with pytest.raises(ConfigurationError, match=r"owns 1 object\(s\) in database .*REASSIGN"):
+        roles.setup_runtime_role(conn, role_name)

@@ -42,6 +42,14 @@ FROM {role};
 -- Attributes that would reach past these grants.
 ALTER ROLE {role} NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
 
+-- Grant options, schema and database privileges granted by hand, types: reset, then granted
+-- below exactly as listed (a grant option would let the role pass them on).
+REVOKE ALL ON SCHEMA public FROM {role};
+REVOKE ALL ON DATABASE {database} FROM {role};
+REVOKE ALL ON TYPE tenant_status, tenant_event_kind FROM {role};
+-- Settings someone gave the role (ALTER ROLE ... SET search_path = ...) would follow it in.
+ALTER ROLE {role} RESET ALL;
+
 GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {role};
 GRANT USAGE ON SCHEMA public TO {role};
 
