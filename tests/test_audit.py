@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -390,3 +391,13 @@ def test_an_actor_left_on_the_session_by_another_client_is_not_taken(conn: Conn)
         tenants.activate(conn, "acme")
     tenants.update(conn, "acme", name="Acme Corp")
     assert actors(tenants.history(conn, "acme")) == [None, None, "alice", None]
+
+
+def test_an_import_records_its_actor(cli: Cli, db_url: str, conn: Conn, tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_text("slug,name\nacme,Acme\nbeta,Beta\n")
+    result = cli("--database-url", db_url, "tenants", "import", "in.csv", "--actor", "loader")
+    assert result.returncode == 0, result.stderr
+    assert [actors(tenants.history(conn, slug)) for slug in ("acme", "beta")] == [
+        ["loader"],
+        ["loader"],
+    ]

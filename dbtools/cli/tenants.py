@@ -344,15 +344,15 @@ def history(ctx: Context, slug: str) -> int:
     "The file's header is slug,name or slug,name,settings (settings: a JSON object). FILE may\n"
     "be - (standard input), /dev/stdin, a FIFO or <(command). The first "
     f"{SHOWN_ERRORS} bad rows are\nprinted; --json lists every one.",
-    arguments=[argument("file", type=_csv_file, metavar="FILE.csv")],
+    arguments=[argument("file", type=_csv_file, metavar="FILE.csv"), _ACTOR],
 )
-def import_(ctx: Context, file: Path | Literal["-"]) -> int:
+def import_(ctx: Context, file: Path | Literal["-"], actor: str | None) -> int:
     from dbtools import importing
     from dbtools.errors import ImportFailed
 
     progress = _ProgressLine() if sys.stderr.isatty() and not ctx.json else None
     try:
-        with _opened(file) as source, ctx.connect() as conn:
+        with _opened(file) as source, ctx.connect() as conn, _acting(conn, actor):
             name = str(file) if isinstance(file, Path) else "<stdin>"  # as the user wrote it
             imported = importing.import_csv(conn, source, name=name, progress=progress)
     except ImportFailed as failure:
