@@ -50,6 +50,7 @@ from dbtools.errors import (
     TenantNotFound,
     excerpt,
 )
+from dbtools.jsonnumbers import marked, unmarked
 from dbtools.slugs import is_valid_slug, validate_new_slug, validate_slug
 
 __all__ = [
@@ -684,10 +685,11 @@ def settings_json(slug: str, settings: object) -> str:
 
     def default(value: object) -> object:
         nonlocal decimals
-        if isinstance(value, Decimal) and value.is_finite():  # as read back: written exactly
-            decimals += 1
-            return f"{_NUMBER_MARK}{value}"
-        return _json_default(value)
+        number = marked(value)  # a Decimal, as settings read back: written exactly
+        if number is None:
+            return _json_default(value)
+        decimals += 1
+        return number
 
     try:
         text = json.dumps(settings, allow_nan=False, ensure_ascii=False, default=default)
@@ -701,8 +703,7 @@ def settings_json(slug: str, settings: object) -> str:
         )
     if len(_escaped_nul.findall(text)) > decimals:  # json.dumps writes NUL as \u0000
         raise InvalidTenant(slug, "settings", "must not contain NUL characters")
-    if decimals:
-        text = _marked_number.sub(r"\1", text)
+    text = unmarked(text)
     if not _encodable(text):
         raise InvalidTenant(slug, "settings", "must be valid Unicode (they hold a lone surrogate)")
     return text
@@ -747,11 +748,6 @@ def _nesting(text: str) -> int:
         elif char in "]}":
             depth -= 1
     return deepest
-
-
-# A Decimal goes through json.dumps as a marked string, then becomes the number it is.
-_NUMBER_MARK = "\x00number:"
-_marked_number = re.compile(r'"\\u0000number:([-+.0-9Ee]+)"')
 
 
 def _json_default(value: object) -> object:

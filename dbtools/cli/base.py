@@ -160,21 +160,17 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
-# A number json.dumps cannot write (a Decimal, from a jsonb number beyond int and float), in the
-# form of the string json.dumps writes for it; json_text then takes the quotes and marks off.
-# Text from the database never holds NUL (neither text nor jsonb can), so nothing else matches.
-_NUMBER_MARK = "\x00number:"
-_marked_number = re.compile(r'"\\u0000number:([-+.0-9Ee]+)"')
 # C1 control characters (U+007F-U+009F; U+009B is an 8-bit CSI): json.dumps escapes only the
 # C0 ones when it writes UTF-8. They can only stand inside strings, where \uXXXX means the same.
 _c1_control = re.compile("[\x7f-\x9f]")
 
 
 def _json_default(value: object) -> object:
-    from decimal import Decimal
+    from dbtools.jsonnumbers import marked
 
-    if isinstance(value, Decimal) and value.is_finite():
-        return f"{_NUMBER_MARK}{value}"
+    number = marked(value)
+    if number is not None:
+        return number
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
@@ -185,8 +181,9 @@ def json_text(value: Any, *, indent: int | None = None) -> str:
         text = json.dumps(value, indent=indent, ensure_ascii=False, default=_json_default)
     except RecursionError:  # settings nested deeper than Python's recursion limit: compact
         text = _dumps_deep(value)
-    if "\\u0000number:" in text:
-        text = _marked_number.sub(r"\1", text)
+    from dbtools.jsonnumbers import unmarked
+
+    text = unmarked(text)
     if not text.isascii():
         text = _c1_control.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     return text
