@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from dbtools.cli.base import Commands, Context, argument
 from dbtools.cli.exits import Exit
+
+if TYPE_CHECKING:
+    from dbtools.config import Target
 
 commands = Commands()
 
@@ -20,13 +24,21 @@ def positive_int(text: str) -> int:
     return value
 
 
+def checked_target(ctx: Context) -> Target:
+    """The target, once the migrations folder was read: a missing or broken folder fails
+    before anything is created, or the embedded cluster started."""
+    from dbtools import migrations
+
+    migrations.listed()
+    return ctx.target()
+
+
 def create_and_apply(ctx: Context) -> tuple[bool, list[str]]:
     """Create the database if missing (saying so), apply what is pending: what ``migrate`` and
     ``demo`` share."""
     from dbtools import migrations
 
-    migrations.listed()  # a missing or broken folder fails before anything is created or started
-    target = ctx.target()
+    target = checked_target(ctx)
     created = migrations.ensure_database(target)
     if created:
         ctx.note(f"created database {target.dbname!r}")
@@ -47,8 +59,7 @@ def migrate(ctx: Context, dry_run: bool) -> int:
     from dbtools import migrations
 
     if dry_run:
-        migrations.listed()  # before the embedded cluster is started
-        plan = migrations.plan(ctx.target())
+        plan = migrations.plan(checked_target(ctx))
         document = {
             "database": plan.database,
             "would_create_database": plan.create_database,
@@ -75,8 +86,7 @@ def migrate(ctx: Context, dry_run: bool) -> int:
 def rollback(ctx: Context, count: int) -> int:
     from dbtools import migrations
 
-    migrations.listed()  # before the embedded cluster is started
-    rolled_back = migrations.rollback(ctx.target(), count=count)
+    rolled_back = migrations.rollback(checked_target(ctx), count=count)
     human = "\n".join(f"rolled back {migration_id}" for migration_id in rolled_back)
     ctx.emit({"rolled_back": rolled_back}, human or "nothing to roll back")
     return Exit.OK
@@ -90,8 +100,7 @@ def rollback(ctx: Context, count: int) -> int:
 def status(ctx: Context) -> int:
     from dbtools import migrations
 
-    migrations.listed()  # before the embedded cluster is started
-    states = migrations.status(ctx.target())
+    states = migrations.status(checked_target(ctx))
     pending = sum(state.applied_at is None for state in states)
     unknown = sum(state.path is None for state in states)
     lines = []

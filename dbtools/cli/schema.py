@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dbtools.cli.base import Commands, Context, argument
 from dbtools.cli.exits import Exit
+from dbtools.cli.migrations import checked_target
 
 commands = Commands()
 commands.group(
@@ -36,7 +37,7 @@ _FILE_HELP = "schema file (default: sql/schema/schema.sql)"
     arguments=[argument("--file", type=Path, help=_FILE_HELP)],
 )
 def dump(ctx: Context, file: Path | None) -> int:
-    from dbtools import localdb, migrations, schema
+    from dbtools import localdb, schema
     from dbtools.errors import ConfigurationError
 
     if file is None and localdb.source_checkout() is None:  # never rewrite an installed package
@@ -44,8 +45,7 @@ def dump(ctx: Context, file: Path | None) -> int:
             "dbtools runs from an installed package: give the file to write with --file"
         )
     path = file or schema.SCHEMA_FILE
-    migrations.listed()  # a missing or broken folder fails before the embedded cluster starts
-    changed = schema.write(ctx.target(), path)
+    changed = schema.write(checked_target(ctx), path)
     ctx.emit(
         {"file": str(path), "changed": changed},
         f"wrote {path}" if changed else f"{path} is up to date",
@@ -60,13 +60,12 @@ def dump(ctx: Context, file: Path | None) -> int:
     arguments=[argument("--file", type=_existing_file, help=_FILE_HELP)],
 )
 def check(ctx: Context, file: Path | None) -> int:
-    from dbtools import migrations, schema
+    from dbtools import schema
     from dbtools.errors import SchemaDrift
 
     path = file or schema.SCHEMA_FILE
-    migrations.listed()  # a missing or broken folder fails before the embedded cluster starts
     try:
-        schema.check(ctx.target(), path)
+        schema.check(checked_target(ctx), path)
     except SchemaDrift as drift:
         differences = [{"subject": d.subject, "diff": d.diff} for d in drift.differences]
         ctx.emit(
