@@ -57,6 +57,8 @@ _IDLE = TransactionStatus.IDLE
 _INTRANS = TransactionStatus.INTRANS
 # The process id of the backend serving this session, as the server sees it (simple protocol).
 _BACKEND_PID = b"SELECT pg_backend_pid()"
+# What the helpers shared by dbtools.tenants and dbtools.aio.tenants take: either kind.
+AnyConnection = psycopg.BaseConnection[Any]
 
 
 def connect(target: Target | str | None = None, **kwargs: Any) -> psycopg.Connection[TupleRow]:
@@ -203,21 +205,9 @@ class Pool(ConnectionPool[psycopg.Connection[TupleRow]]):
         try:
             conn = super().getconn(timeout)
         except PoolTimeout as exc:
-            stats = self.get_stats()
-            waited = self.timeout if timeout is None else timeout
-            # Busy means every connection the pool may have is with a caller; anything less is a
-            # pool that could not connect (an outage, or the backoff of its reconnection after).
             with self._in_use_lock:
-                busy = self._in_use >= (self.max_size or 1)
-            if not busy:
-                raise DatabaseUnavailable(
-                    f"cannot connect to {self.target.describe()}: the pool had no working "
-                    f"connection within {waited:g} s"
-                ) from exc
-            raise PoolExhausted(
-                f"all {stats['pool_size']} connections of the pool to {self.target.describe()} "
-                f"stayed busy for {waited:g} s: try again, or give the pool a larger max_size"
-            ) from exc
+                in_use = self._in_use
+            raise pool_timeout_error(self, in_use, timeout) from exc
         with self._in_use_lock:
             self._in_use += 1
         return conn
@@ -226,6 +216,24 @@ class Pool(ConnectionPool[psycopg.Connection[TupleRow]]):
         with self._in_use_lock:
             self._in_use -= 1
         super().putconn(conn)
+
+
+def pool_timeout_error(
+    pool: Pool | Any, in_use: int, timeout: float | None
+) -> DatabaseUnavailable | PoolExhausted:
+    """What a pool's ``PoolTimeout`` means, given how many of its connections callers held:
+    every connection the pool may have busy is :class:`PoolExhausted`; anything less is a pool
+    that could not connect (an outage, or the backoff of its reconnection after one)."""
+    waited = pool.timeout if timeout is None else timeout
+    where = pool.target.describe()
+    if in_use < (pool.max_size or 1):
+        return DatabaseUnavailable(
+            f"cannot connect to {where}: the pool had no working connection within {waited:g} s"
+        )
+    return PoolExhausted(
+        f"all {pool.get_stats()['pool_size']} connections of the pool to {where} stayed busy "
+        f"for {waited:g} s: try again, or give the pool a larger max_size"
+    )
 
 
 def create_pool(
@@ -242,23 +250,31 @@ def create_pool(
     arguments go to ``psycopg_pool.ConnectionPool`` (``kwargs=`` to each connection).
     """
     target = resolve(target)
-    pool = Pool(
-        target,
-        kwargs=target.connect_kwargs() | kwargs.pop("kwargs", {}),
-        min_size=min_size,
-        max_size=max_size,
-        open=False,
-        **kwargs,
-    )
+    pool = Pool(target, **pool_arguments(target, min_size, max_size, kwargs))
     wait = kwargs.get("timeout", 30.0)
     try:
         pool.open(wait=True, timeout=wait)
     except PoolTimeout as exc:
         pool.close()
-        raise DatabaseUnavailable(
-            f"cannot connect to {target.describe()}: no connection within {wait:g} s"
-        ) from exc
+        raise no_first_connection(target, wait) from exc
     return pool
+
+
+def pool_arguments(
+    target: Target, min_size: int, max_size: int | None, kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """The arguments of a psycopg_pool pool on ``target`` made by ``create_pool``: opened by
+    the caller, each connection with the target's parameters and ``kwargs["kwargs"]``."""
+    extra = dict(kwargs)
+    connection = target.connect_kwargs() | extra.pop("kwargs", {})
+    return {"kwargs": connection, "min_size": min_size, "max_size": max_size, "open": False} | extra
+
+
+def no_first_connection(target: Target, wait: float) -> DatabaseUnavailable:
+    """The error of a new pool that got no connection within ``wait`` seconds."""
+    return DatabaseUnavailable(
+        f"cannot connect to {target.describe()}: no connection within {wait:g} s"
+    )
 
 
 # -- what a failure means --------------------------------------------------------------------
@@ -276,7 +292,7 @@ def unavailable(
     return DatabaseUnavailable(f"{verb} {where}: {reason}")
 
 
-def is_connection_failure(exc: psycopg.Error, conn: psycopg.Connection[Any] | None = None) -> bool:
+def is_connection_failure(exc: psycopg.Error, conn: AnyConnection | None = None) -> bool:
     """Whether ``exc`` means the connection is gone, rather than that one statement failed.
 
     psycopg files serialization failures, deadlocks, lock and statement timeouts under
@@ -290,7 +306,7 @@ def is_connection_failure(exc: psycopg.Error, conn: psycopg.Connection[Any] | No
     )
 
 
-def describe_connection(conn: psycopg.Connection[Any]) -> str:
+def describe_connection(conn: AnyConnection) -> str:
     """``database 'x' on host:port`` for an open or broken connection, from libpq itself."""
     try:
         pgconn = conn.pgconn
@@ -300,7 +316,7 @@ def describe_connection(conn: psycopg.Connection[Any]) -> str:
     return f"database {dbname!r} on {host}:{port}"
 
 
-def server_failure(exc: psycopg.Error, conn: psycopg.Connection[Any]) -> DbToolsError | None:
+def server_failure(exc: psycopg.Error, conn: AnyConnection) -> DbToolsError | None:
     """The dbtools error for a statement that failed because of the server rather than the data:
     a lost connection, a missing table (:class:`NotMigrated`), a missing privilege. None for
     anything else (constraint violations, timeouts, serialization failures...)."""
@@ -324,7 +340,7 @@ def server_failure(exc: psycopg.Error, conn: psycopg.Connection[Any]) -> DbTools
     return None
 
 
-def error_for(exc: psycopg.Error, conn: psycopg.Connection[Any]) -> DbToolsError | None:
+def error_for(exc: psycopg.Error, conn: AnyConnection) -> DbToolsError | None:
     """Everything :func:`server_failure` maps, plus what a caller that owns the connection
     retries: lock and statement timeouts (:class:`Timeout`), serialization failures and
     deadlocks (:class:`Conflict`); and data the database refused for a rule of someone else's
@@ -366,7 +382,7 @@ class Scope(enum.Enum):
     ATOMIC = "atomic"
 
 
-def opens_transaction(conn: psycopg.Connection[Any]) -> bool:
+def opens_transaction(conn: AnyConnection) -> bool:
     """Whether the next statement on ``conn`` opens the caller's transaction."""
     # conn.pgconn, not conn.info: the latter builds an object on every access (the hot path).
     return not conn.autocommit and conn.pgconn.transaction_status == _IDLE
@@ -384,13 +400,19 @@ def raise_failure(conn: psycopg.Connection[Any], exc: psycopg.Error, opened: boo
     raise exc
 
 
+def in_transaction_block(conn: AnyConnection, kind: Scope) -> bool:
+    """Whether a call in scope ``kind`` runs in ``conn.transaction()`` (a savepoint inside the
+    caller's transaction, or a transaction of its own in autocommit mode for ATOMIC)."""
+    status = conn.pgconn.transaction_status
+    return (kind is not Scope.READ and status == _INTRANS) or (
+        kind is Scope.ATOMIC and status == _IDLE and conn.autocommit
+    )
+
+
 @contextmanager
 def scope(conn: psycopg.Connection[Any], kind: Scope) -> Iterator[None]:
     """Run the block in the :class:`Scope` ``kind``; server failures become dbtools errors."""
-    status = conn.pgconn.transaction_status
-    if (kind is not Scope.READ and status == _INTRANS) or (
-        kind is Scope.ATOMIC and status == _IDLE and conn.autocommit
-    ):
+    if in_transaction_block(conn, kind):
         try:
             with conn.transaction():
                 yield

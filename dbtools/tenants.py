@@ -29,18 +29,21 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, LiteralString
+from typing import Any, Generic, LiteralString, TypeVar
 from uuid import UUID
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
+from psycopg.rows import tuple_row
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from dbtools.db import Scope, opens_transaction, raise_failure, scope
 from dbtools.errors import (
     Conflict,
+    DbToolsError,
     DuplicateSlug,
     InvalidActor,
     InvalidSlug,
@@ -410,7 +413,8 @@ def get_by_slug(conn: psycopg.Connection[Any], slug: str) -> Tenant | None:
     """The tenant with ``slug``, or None; a string that cannot be a slug is not looked up."""
     if not is_valid_slug(slug):
         return None
-    # The hot path: Scope.READ written out, without a context-manager generator (bench/).
+    # The hot path: _run(conn, _get_by_slug_call(slug)) written out, without building a Call
+    # or entering a context-manager generator (bench/). dbtools.aio.tenants mirrors it.
     opened = opens_transaction(conn)
     try:
         with conn.cursor(row_factory=_tenant_row) as cur:
@@ -422,24 +426,13 @@ def get_by_slug(conn: psycopg.Connection[Any], slug: str) -> Tenant | None:
 
 def get_by_id(conn: psycopg.Connection[Any], tenant_id: UUID) -> Tenant | None:
     """The tenant with ``tenant_id``, or None."""
-    if not isinstance(tenant_id, UUID):
-        raise TypeError(f"tenant_id must be a uuid.UUID, not {type(tenant_id).__name__}")
-    with _reading(conn) as cur:
-        cur.execute(GET_BY_ID, {"id": tenant_id})
-        return cur.fetchone()
+    return _run(conn, _get_by_id_call(tenant_id))
 
 
 def get_many(conn: psycopg.Connection[Any], slugs: Iterable[str]) -> dict[str, Tenant]:
     """The tenants with these slugs, by slug, in one round trip; unknown and invalid ones are
     absent. ``slugs`` is a collection of slugs: a single string is a TypeError."""
-    if isinstance(slugs, str | bytes):
-        raise TypeError(f"slugs must be an iterable of slugs, not one {type(slugs).__name__}")
-    wanted = list({slug for slug in slugs if is_valid_slug(slug)})
-    if not wanted:
-        return {}
-    with _reading(conn) as cur:
-        cur.execute(GET_MANY, {"slugs": wanted})
-        return {tenant.slug: tenant for tenant in cur.fetchall()}
+    return _run(conn, _get_many_call(slugs))
 
 
 def list_tenants(
@@ -453,16 +446,7 @@ def list_tenants(
 
     Pass the last slug of a page as ``after`` to get the next page; an empty list is the end.
     """
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIST_LIMIT_MAX:
-        raise ValueError(f"limit must be an integer from 1 to {LIST_LIMIT_MAX}, not {limit!r}")
-    statuses = [] if status is None else [TenantStatus(status).value]
-    if after is not None and not (
-        isinstance(after, str) and "\x00" not in after and _encodable(after)
-    ):
-        raise InvalidSlug(after, "`after` must be text without NUL characters or lone surrogates")
-    with _reading(conn) as cur:
-        cur.execute(LIST, {"after": after or "", "statuses": statuses, "limit": limit})
-        return cur.fetchall()
+    return _run(conn, _list_call(status, after, limit))
 
 
 def create(
@@ -474,10 +458,7 @@ def create(
 ) -> Tenant:
     """Insert a new tenant; raises :class:`DuplicateSlug` if the slug is taken and
     :class:`ReservedSlug` if the platform keeps it for itself."""
-    params = _new_tenant_params(slug, name, settings)
-    with _writing(conn, slug) as cur:
-        cur.execute(INSERT, params)
-        return _returned(cur, slug)
+    return _run(conn, _create_call(slug, name, settings))
 
 
 def get_or_create(
@@ -493,17 +474,15 @@ def get_or_create(
     Safe under concurrency: of several callers racing on one slug exactly one inserts, and an
     existing tenant is returned untouched (``updated_at`` included).
     """
-    params = _new_tenant_params(slug, name, settings)
-    for _ in range(3):  # retried only if the tenant is deleted between our two statements
-        with _writing(conn, slug) as cur:
-            cur.execute(INSERT_IF_ABSENT, params)
-            inserted = cur.fetchone()
+    insert = _insert_if_absent_call(slug, name, settings)
+    for _ in range(GET_OR_CREATE_TRIES):  # retried only if the tenant is deleted in between
+        inserted = _run(conn, insert)
         if inserted is not None:
             return inserted, True
         existing = get_by_slug(conn, slug)
         if existing is not None:
             return existing, False
-    raise Conflict(f"tenant {slug!r} was deleted each time it was about to be read, 3 times")
+    raise _deleted_each_time(slug)
 
 
 def update(
@@ -514,45 +493,29 @@ def update(
     settings: Mapping[str, Any] | None = None,
 ) -> Tenant:
     """Change the name and/or replace the settings of a tenant; what is not given stays."""
-    validate_slug(slug)
-    params = {
-        "slug": slug,
-        "name": None if name is None else validate_name(slug, name),
-        "settings": None if settings is None else settings_json(slug, settings),
-    }
-    with _writing(conn, slug) as cur:
-        cur.execute(UPDATE, params)
-        return _returned(cur, slug)
+    return _run(conn, _update_call(slug, name, settings))
 
 
 def suspend(conn: psycopg.Connection[Any], slug: str) -> Tenant:
     """Suspend a tenant; suspending a suspended tenant changes nothing and returns it."""
-    return _set_status(conn, slug, TenantStatus.SUSPENDED)
+    return _run(conn, _set_status_call(slug, TenantStatus.SUSPENDED))
 
 
 def activate(conn: psycopg.Connection[Any], slug: str) -> Tenant:
     """Activate a tenant; activating an active tenant changes nothing and returns it."""
-    return _set_status(conn, slug, TenantStatus.ACTIVE)
+    return _run(conn, _set_status_call(slug, TenantStatus.ACTIVE))
 
 
 def delete(conn: psycopg.Connection[Any], slug: str) -> None:
     """Delete a tenant; raises :class:`TenantNotFound` if there is none with ``slug``."""
-    validate_slug(slug)
-    with _writing(conn, slug) as cur:
-        cur.execute(DELETE, {"slug": slug})
-        if cur.rowcount == 0:
-            raise TenantNotFound(slug)
+    _run(conn, _delete_call(slug))
 
 
 def history(conn: psycopg.Connection[Any], slug: str) -> list[TenantEvent]:
     """Every recorded change of the tenants that ever had ``slug``, oldest first; also after
     their deletion. Empty when no tenant ever had it (a string that cannot be a slug is not
     looked up)."""
-    if not is_valid_slug(slug):
-        return []
-    with scope(conn, Scope.READ), conn.cursor(row_factory=_event_row) as cur:
-        cur.execute(HISTORY, {"slug": slug})
-        return cur.fetchall()
+    return _run(conn, _history_call(slug))
 
 
 @contextmanager
@@ -571,27 +534,187 @@ def acting_as(conn: psycopg.Connection[Any], actor: str) -> Iterator[None]:
     end, puts back the one that was set before. Do not end the transaction inside the block:
     later changes there would have no actor.
     """
-    validate_actor(actor)
-    if conn.autocommit and conn.pgconn.transaction_status == pq.TransactionStatus.IDLE:
+    set_actor = _set_actor_call(actor)
+    if _acts_in_a_transaction_of_its_own(conn):
         with conn.transaction():
-            _set_actor(conn, actor)
+            _run(conn, set_actor)
             yield
         return
-    previous = _set_actor(conn, actor)
+    previous = _run(conn, set_actor)
     try:
         yield
     finally:
-        if not conn.closed and conn.pgconn.transaction_status == pq.TransactionStatus.INTRANS:
-            with scope(conn, Scope.READ):
-                conn.execute(RESTORE_ACTOR, {"actor": previous or ""})
+        if _restores_actor(conn):
+            _run(conn, _restore_actor_call(previous))
 
 
-def _set_actor(conn: psycopg.Connection[Any], actor: str) -> str | None:
-    """Set the actor for the rest of the transaction; the value it had before."""
-    with scope(conn, Scope.READ), conn.cursor() as cur:
-        cur.execute(SET_ACTOR, {"actor": actor})
-        row = cur.fetchone()
-    return None if row is None else row[0]
+# -- one statement of an operation, without I/O ----------------------------------------------
+#
+# Each operation but the two hot or multi-statement ones above (get_by_slug, get_or_create,
+# acting_as) is one Call: the validation runs when the Call is built, then _run here, or the
+# awaited twin in dbtools.aio.tenants, sends it and hands the rows to its result function.
+
+R = TypeVar("R")
+GET_OR_CREATE_TRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class _Call(Generic[R]):
+    """One statement of an operation on tenants, validated, and what its rows mean."""
+
+    scope: Scope
+    sql: LiteralString | None  # None: the answer is known without asking the database
+    params: Mapping[str, Any]
+    rows: Callable[[Any], Callable[[Sequence[Any]], Any]]  # a psycopg row factory
+    result: Callable[[list[Any], int, str], R]  # (rows, rowcount, slug) -> the answer
+    slug: str = ""  # what the errors of a write name
+
+
+def _run(conn: psycopg.Connection[Any], call: _Call[R]) -> R:
+    """Send ``call`` on ``conn`` in its scope; its answer, or the dbtools error it maps to."""
+    if call.sql is None:
+        return call.result([], 0, call.slug)
+    try:
+        with scope(conn, call.scope), conn.cursor(row_factory=call.rows) as cur:
+            cur.execute(call.sql, call.params)
+            rows = cur.fetchall() if cur.description is not None else []
+            return call.result(rows, cur.rowcount, call.slug)
+    except psycopg.Error as exc:
+        mapped = None if call.scope is Scope.READ else write_error(exc, call.slug)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+def _answer(value: R) -> _Call[R]:
+    """A Call that needs no statement: the answer is ``value``."""
+    return _Call(Scope.READ, None, {}, tuple_row, lambda rows, count, slug: value)
+
+
+def _first_or_none(rows: list[Any], count: int, slug: str) -> Any:
+    return rows[0] if rows else None
+
+
+def _all_rows(rows: list[Any], count: int, slug: str) -> list[Any]:
+    return rows
+
+
+def _by_slug(rows: list[Tenant], count: int, slug: str) -> dict[str, Tenant]:
+    return {tenant.slug: tenant for tenant in rows}
+
+
+def _the_tenant(rows: list[Tenant], count: int, slug: str) -> Tenant:
+    if not rows:
+        raise TenantNotFound(slug)
+    return rows[0]
+
+
+def _one_deleted(rows: list[Any], count: int, slug: str) -> None:
+    if count == 0:
+        raise TenantNotFound(slug)
+
+
+def _first_value(rows: list[Any], count: int, slug: str) -> Any:
+    return rows[0][0] if rows else None
+
+
+def _deleted_each_time(slug: str) -> Conflict:
+    tries = GET_OR_CREATE_TRIES
+    return Conflict(f"tenant {slug!r} was deleted each time it was about to be read, {tries} times")
+
+
+def _get_by_slug_call(slug: str) -> _Call[Tenant | None]:
+    if not is_valid_slug(slug):
+        return _answer(None)
+    return _Call(Scope.READ, GET_BY_SLUG, {"slug": slug}, _tenant_row, _first_or_none)
+
+
+def _get_by_id_call(tenant_id: UUID) -> _Call[Tenant | None]:
+    if not isinstance(tenant_id, UUID):
+        raise TypeError(f"tenant_id must be a uuid.UUID, not {type(tenant_id).__name__}")
+    return _Call(Scope.READ, GET_BY_ID, {"id": tenant_id}, _tenant_row, _first_or_none)
+
+
+def _get_many_call(slugs: Iterable[str]) -> _Call[dict[str, Tenant]]:
+    if isinstance(slugs, str | bytes):
+        raise TypeError(f"slugs must be an iterable of slugs, not one {type(slugs).__name__}")
+    wanted = list({slug for slug in slugs if is_valid_slug(slug)})
+    if not wanted:
+        return _answer({})
+    return _Call(Scope.READ, GET_MANY, {"slugs": wanted}, _tenant_row, _by_slug)
+
+
+def _list_call(
+    status: TenantStatus | str | None, after: str | None, limit: int
+) -> _Call[list[Tenant]]:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIST_LIMIT_MAX:
+        raise ValueError(f"limit must be an integer from 1 to {LIST_LIMIT_MAX}, not {limit!r}")
+    statuses = [] if status is None else [TenantStatus(status).value]
+    if after is not None and not (
+        isinstance(after, str) and "\x00" not in after and _encodable(after)
+    ):
+        raise InvalidSlug(after, "`after` must be text without NUL characters or lone surrogates")
+    params = {"after": after or "", "statuses": statuses, "limit": limit}
+    return _Call(Scope.READ, LIST, params, _tenant_row, _all_rows)
+
+
+def _create_call(slug: str, name: str, settings: Mapping[str, Any] | None) -> _Call[Tenant]:
+    params = _new_tenant_params(slug, name, settings)
+    return _Call(Scope.WRITE, INSERT, params, _tenant_row, _the_tenant, slug)
+
+
+def _insert_if_absent_call(
+    slug: str, name: str, settings: Mapping[str, Any] | None
+) -> _Call[Tenant | None]:
+    params = _new_tenant_params(slug, name, settings)
+    return _Call(Scope.WRITE, INSERT_IF_ABSENT, params, _tenant_row, _first_or_none, slug)
+
+
+def _update_call(slug: str, name: str | None, settings: Mapping[str, Any] | None) -> _Call[Tenant]:
+    validate_slug(slug)
+    params = {
+        "slug": slug,
+        "name": None if name is None else validate_name(slug, name),
+        "settings": None if settings is None else settings_json(slug, settings),
+    }
+    return _Call(Scope.WRITE, UPDATE, params, _tenant_row, _the_tenant, slug)
+
+
+def _set_status_call(slug: str, status: TenantStatus) -> _Call[Tenant]:
+    validate_slug(slug)
+    params = {"slug": slug, "status": status.value}
+    return _Call(Scope.WRITE, SET_STATUS, params, _tenant_row, _the_tenant, slug)
+
+
+def _delete_call(slug: str) -> _Call[None]:
+    validate_slug(slug)
+    return _Call(Scope.WRITE, DELETE, {"slug": slug}, tuple_row, _one_deleted, slug)
+
+
+def _history_call(slug: str) -> _Call[list[TenantEvent]]:
+    if not is_valid_slug(slug):
+        return _answer([])
+    return _Call(Scope.READ, HISTORY, {"slug": slug}, _event_row, _all_rows)
+
+
+def _set_actor_call(actor: str) -> _Call[str | None]:
+    """Set the actor for the rest of the transaction; the answer is the value it had before."""
+    validate_actor(actor)
+    return _Call(Scope.READ, SET_ACTOR, {"actor": actor}, tuple_row, _first_value)
+
+
+def _restore_actor_call(previous: str | None) -> _Call[str | None]:
+    return _Call(Scope.READ, RESTORE_ACTOR, {"actor": previous or ""}, tuple_row, _first_value)
+
+
+def _acts_in_a_transaction_of_its_own(conn: psycopg.BaseConnection[Any]) -> bool:
+    """Whether :func:`acting_as` opens a transaction for its block: autocommit, and idle."""
+    return conn.autocommit and conn.pgconn.transaction_status == pq.TransactionStatus.IDLE
+
+
+def _restores_actor(conn: psycopg.BaseConnection[Any]) -> bool:
+    """Whether :func:`acting_as` puts the previous actor back: the transaction is still open."""
+    return not conn.closed and conn.pgconn.transaction_status == pq.TransactionStatus.INTRANS
 
 
 def validate_actor(actor: object) -> str:
@@ -620,20 +743,6 @@ def _make_event(values: Sequence[Any]) -> TenantEvent:
 def _event_row(cursor: Any) -> Callable[[Sequence[Any]], TenantEvent]:
     """psycopg row factory: rows of the history query become TenantEvent records."""
     return _make_event
-
-
-def _set_status(conn: psycopg.Connection[Any], slug: str, status: TenantStatus) -> Tenant:
-    validate_slug(slug)
-    with _writing(conn, slug) as cur:
-        cur.execute(SET_STATUS, {"slug": slug, "status": status.value})
-        return _returned(cur, slug)
-
-
-def _returned(cur: psycopg.Cursor[Tenant], slug: str) -> Tenant:
-    tenant = cur.fetchone()
-    if tenant is None:
-        raise TenantNotFound(slug)
-    return tenant
 
 
 def _new_tenant_params(slug: str, name: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -764,37 +873,21 @@ def _encodable(text: str) -> bool:
     return True
 
 
-@contextmanager
-def _reading(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Cursor[Tenant]]:
-    """A cursor for one read. No savepoint, to keep the hot path at one round trip: a read fails
-    only when the server does (timeout, lost connection, missing table), and then a transaction
-    the caller had open is aborted, as with any failed statement."""
-    with scope(conn, Scope.READ), conn.cursor(row_factory=_tenant_row) as cur:
-        yield cur
-
-
-@contextmanager
-def _writing(conn: psycopg.Connection[Any], slug: str) -> Iterator[psycopg.Cursor[Tenant]]:
-    """A cursor for one write, with constraint violations mapped to dbtools errors."""
-    try:
-        with scope(conn, Scope.WRITE), conn.cursor(row_factory=_tenant_row) as cur:
-            yield cur
-    except pg_errors.UniqueViolation as exc:
-        if exc.diag.constraint_name == SLUG_KEY:
-            raise DuplicateSlug(slug) from exc
-        raise
-    except pg_errors.ForeignKeyViolation as exc:  # a row of another table refers to the tenant
-        raise TenantInUse(slug, exc.diag.constraint_name) from exc
-    except pg_errors.CheckViolation as exc:
-        mapped = _check_error(exc.diag.constraint_name, slug)
-        if mapped is None:
-            raise
-        raise mapped from exc
-    except pg_errors.ProgramLimitExceeded as exc:
+def write_error(exc: psycopg.Error, slug: str) -> DbToolsError | None:
+    """The dbtools error a failed write of tenant ``slug`` means (a constraint, a trigger, a
+    limit of PostgreSQL), or None for one that is not about the tenant's values."""
+    if isinstance(exc, pg_errors.UniqueViolation):
+        return DuplicateSlug(slug) if exc.diag.constraint_name == SLUG_KEY else None
+    if isinstance(exc, pg_errors.ForeignKeyViolation):  # a row of another table refers to it
+        return TenantInUse(slug, exc.diag.constraint_name)
+    if isinstance(exc, pg_errors.CheckViolation):
+        return _check_error(exc.diag.constraint_name, slug)
+    if isinstance(exc, pg_errors.ProgramLimitExceeded):
         # Of a tenant's values only the settings are unbounded: slug and name are a few hundred
         # bytes at most, far below any limit (a jsonb string of 256 MB, an index row of 2704 B).
         reason = exc.diag.message_primary or "exceeds a limit of PostgreSQL"
-        raise InvalidTenant(slug, "settings", f"too large to store: {reason}") from exc
+        return InvalidTenant(slug, "settings", f"too large to store: {reason}")
+    return None
 
 
 def _check_error(constraint: str | None, slug: str) -> InvalidSlug | InvalidTenant | None:

@@ -14,7 +14,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -37,6 +37,7 @@ from tests.helpers import (
     run_python,
     target_for,
 )
+from tests.sides import SIDES, AsyncBridge
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -112,9 +113,29 @@ def target(postgresql: psycopg.Connection[Any], request: pytest.FixtureRequest) 
     return direct
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked both_sides that take ``conn`` or ``connect`` run once on the sync API and
+    once on the async one (tests/sides.py)."""
+    if "side" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_sides"):
+        metafunc.parametrize("side", SIDES, indirect=True)
+
+
 @pytest.fixture
-def conn(postgresql: psycopg.Connection[Any], target: Target) -> Iterator[psycopg.Connection[Any]]:
+def side(request: pytest.FixtureRequest) -> str:
+    """Which API ``conn`` and ``connect`` serve: "sync" (psycopg.Connection), or "async"
+    (AsyncBridge) in the second run of a test marked both_sides."""
+    return str(getattr(request, "param", "sync"))
+
+
+@pytest.fixture
+def conn(
+    postgresql: psycopg.Connection[Any], target: Target, side: str
+) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection to a freshly migrated database of its own."""
+    if side == "async":
+        with AsyncBridge.connect(target, autocommit=True) as bridge:
+            yield cast(psycopg.Connection[Any], bridge)
+        return
     if target.dbname == postgresql.info.dbname and target.hosts == SERVER.hosts:
         postgresql.autocommit = True
         yield postgresql
@@ -152,17 +173,24 @@ def local_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 @pytest.fixture
-def connect(target: Target) -> Iterator[Callable[..., psycopg.Connection[Any]]]:
-    """Open more connections to this test's database; all are closed afterwards."""
+def connect(target: Target, side: str) -> Iterator[Callable[..., psycopg.Connection[Any]]]:
+    """Open more connections to this test's database (AsyncBridges on the async side); all are
+    closed afterwards."""
     opened: list[psycopg.Connection[Any]] = []
+    bridges: list[AsyncBridge] = []
 
     def _connect(**kwargs: Any) -> psycopg.Connection[Any]:
+        if side == "async":
+            bridges.append(AsyncBridge.connect(target, **kwargs))
+            return cast(psycopg.Connection[Any], bridges[-1])
         opened.append(db.connect(target, **kwargs))
         return opened[-1]
 
     yield _connect
     for connection in opened:
         connection.close()
+    for bridge in bridges:
+        bridge.dispose()
 
 
 @pytest.fixture

@@ -16,11 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import errors as pg_errors
 
-from dbtools import db, tenants
+from dbtools import db
 from dbtools.config import Target
 from dbtools.errors import DbToolsError, DuplicateSlug, InvalidActor
 from dbtools.tenants import TenantEvent
 from tests.helpers import Cli, replay
+from tests.sides import tenants
 
 Conn = psycopg.Connection[Any]
 
@@ -40,8 +41,7 @@ def event_count(conn: Conn) -> int:
 
 
 # --- what is recorded -----------------------------------------------------------------------
-
-
+@pytest.mark.both_sides  # dbtools.tenants and dbtools.aio.tenants
 def test_each_kind_of_change_is_recorded_with_its_old_and_new_values(conn: Conn) -> None:
     acme = tenants.create(conn, "acme", "Acme", settings={"plan": "free"})
     tenants.update(conn, "acme", name="Acme Corp")
@@ -82,6 +82,7 @@ def test_each_kind_of_change_is_recorded_with_its_old_and_new_values(conn: Conn)
     assert [e.id for e in events] == sorted(e.id for e in events)
 
 
+@pytest.mark.both_sides  # dbtools.tenants and dbtools.aio.tenants
 def test_changes_made_in_plain_sql_are_recorded_too(conn: Conn) -> None:
     """psql or another service: the trigger records them, one event for each thing changed."""
     conn.execute("INSERT INTO tenants (slug, name) VALUES ('acme', 'Acme')")
@@ -109,6 +110,7 @@ def test_changes_made_in_plain_sql_are_recorded_too(conn: Conn) -> None:
     assert tenants.history(conn, "acme-corp") == events  # found by either slug
 
 
+@pytest.mark.both_sides  # dbtools.tenants and dbtools.aio.tenants
 def test_history_survives_the_deletion_and_covers_every_tenant_of_the_slug(conn: Conn) -> None:
     first = tenants.create(conn, "acme", "Acme")
     tenants.delete(conn, "acme")
@@ -126,8 +128,7 @@ def test_history_survives_the_deletion_and_covers_every_tenant_of_the_slug(conn:
 
 
 # --- the actor ------------------------------------------------------------------------------
-
-
+@pytest.mark.both_sides  # dbtools.tenants and dbtools.aio.tenants
 def test_the_actor_is_recorded_inside_acting_as_only(conn: Conn) -> None:
     tenants.create(conn, "acme", "Acme")
     with tenants.acting_as(conn, "alice"):  # autocommit: one transaction for the block
@@ -141,6 +142,7 @@ def test_the_actor_is_recorded_inside_acting_as_only(conn: Conn) -> None:
     assert row[0] in (None, "")
 
 
+@pytest.mark.both_sides  # dbtools.tenants and dbtools.aio.tenants
 def test_acting_as_inside_the_callers_transaction_restores_the_previous_actor(conn: Conn) -> None:
     with conn.transaction():
         tenants.create(conn, "acme", "Acme")
@@ -166,6 +168,7 @@ def test_acting_as_on_a_connection_that_is_not_autocommit_leaves_the_commit_to_t
     assert actors(tenants.history(conn, "acme")) == ["alice", None]
 
 
+@pytest.mark.both_sides  # dbtools.tenants and dbtools.aio.tenants
 def test_a_failed_block_records_nothing(conn: Conn) -> None:
     def create_twice() -> None:
         with tenants.acting_as(conn, "alice"):
@@ -199,6 +202,7 @@ def test_the_actor_does_not_leak_to_another_client_behind_pgbouncer(
 @pytest.mark.parametrize(
     "actor", ["", "   ", "x" * 256, "alice\nroot", "\x1b[2J", 42, "\ud800"], ids=repr
 )
+@pytest.mark.both_sides  # dbtools.tenants and dbtools.aio.tenants
 def test_a_bad_actor_is_invalid_actor(conn: Conn, actor: Any) -> None:
     with pytest.raises(InvalidActor) as caught, tenants.acting_as(conn, actor):
         tenants.create(conn, "acme", "Acme")
@@ -206,6 +210,7 @@ def test_a_bad_actor_is_invalid_actor(conn: Conn, actor: Any) -> None:
     assert event_count(conn) == 0
 
 
+@pytest.mark.both_sides  # dbtools.tenants and dbtools.aio.tenants
 def test_the_longest_actor_is_accepted_by_the_schema(conn: Conn) -> None:
     with tenants.acting_as(conn, "é" * tenants.ACTOR_MAX_LENGTH):
         tenants.create(conn, "acme", "Acme")
@@ -381,6 +386,7 @@ def test_a_bad_actor_on_the_command_line_changes_nothing(cli: Cli, db_url: str, 
     assert tenants.get_by_slug(conn, "acme") is None
 
 
+@pytest.mark.both_sides  # dbtools.tenants and dbtools.aio.tenants
 def test_an_actor_left_on_the_session_by_another_client_is_not_taken(conn: Conn) -> None:
     """Behind a transaction pooler, a server session is shared: a session-level dbtools.actor
     that some other client set must not name the author of this client's changes."""

@@ -28,7 +28,6 @@ from hypothesis import strategies as st
 from psycopg import pq
 from pydantic import ValidationError
 
-from dbtools import tenants
 from dbtools.errors import (
     DatabaseUnavailable,
     DbToolsError,
@@ -42,6 +41,11 @@ from dbtools.errors import (
 )
 from dbtools.tenants import Tenant, TenantStatus
 from tests.helpers import INJECTION, row_count
+from tests.sides import tenants
+
+# Every test that takes conn or connect runs twice: on dbtools.tenants, and on
+# dbtools.aio.tenants through an AsyncBridge (tests/sides.py, conftest.py).
+pytestmark = pytest.mark.both_sides
 
 Conn = psycopg.Connection[Any]
 Connect = Callable[..., Conn]
