@@ -33,6 +33,10 @@ trigger ``tenants_audit`` that writes it: no client writes events (the trigger d
 migration owner; the runtime role may only read them, and a trigger refuses every UPDATE and
 DELETE), so a mapped class would only offer writes that fail; read it with
 ``dbtools.tenants.history``. It is in :data:`MIGRATION_OWNED_TABLES` too.
+Nor the four statement-level triggers ``tenants_notify_insert``, ``_update``, ``_delete`` and
+``_truncate`` and their function ``tg_tenants__notify`` (``sql/0006_notify-tenant-changes.sql``),
+which announce each committed change on channel ``dbtools_tenants``: a flush is plain SQL, so
+the changes of SQLAlchemy clients are announced too.
 The rules of the triggers still hold for SQLAlchemy clients, because the database applies them;
 ``updated_at`` is declared server-updated, so the ORM reads it back after every flush.
 

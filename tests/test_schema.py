@@ -39,6 +39,7 @@ def test_dump_has_the_schema_and_no_bookkeeping() -> None:
     assert "CREATE TABLE public.tenants" in text
     assert "CONSTRAINT tenants_slug_format_check" in text
     assert "COMMENT ON COLUMN public.tenants.slug" in text
+    assert "CREATE TRIGGER tenants_notify_update AFTER UPDATE ON public.tenants" in text
     assert "_yoyo" not in text
     assert "_dbtools_migration_checksum" not in text
     assert "Dumped by" not in text

@@ -254,7 +254,8 @@ def test_every_constraint_and_the_trigger_say_their_rule(conn: Conn) -> None:
         FROM pg_trigger WHERE tgrelid = 'tenants'::regclass AND NOT tgisinternal
         """
     ).fetchall()
-    assert len(rows) == 12  # 9 constraints; triggers tenants_timestamps, _reserved_slug, _audit
+    # 9 constraints; triggers tenants_timestamps, _reserved_slug, _audit and the four _notify_*
+    assert len(rows) == 16
     assert [name for name, comment in rows if not comment] == []
     comments = dict(rows)
     assert comments["tenants_slug_key"] == "No two tenants share a slug."

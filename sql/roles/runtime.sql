@@ -37,7 +37,7 @@ REVOKE CREATE ON SCHEMA public FROM PUBLIC, {role};
 REVOKE CREATE ON DATABASE {database} FROM {role};
 REVOKE ALL ON FUNCTION
     tg_tenants__timestamps(), tg_tenants__reserved_slug(), tg_tenants__audit(),
-    tg_tenant_events__append_only()
+    tg_tenant_events__append_only(), tg_tenants__notify()
 FROM {role};
 -- Attributes that would reach past these grants.
 ALTER ROLE {role} NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
@@ -55,6 +55,8 @@ GRANT USAGE ON SCHEMA public TO {role};
 
 -- The application's work: read and change tenants.
 GRANT SELECT, INSERT, UPDATE, DELETE ON tenants TO {role};
+-- Its changes are announced on channel dbtools_tenants, which the tenant cache (dbtools.cache)
+-- listens on: LISTEN needs no privilege.
 -- The history, read-only (tenants.history, `dbtools tenants history`).
 GRANT SELECT ON tenant_events TO {role};
 -- The reserved slugs, read-only (also granted to PUBLIC by 0003).

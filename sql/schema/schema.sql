@@ -128,6 +128,46 @@ $$;
 COMMENT ON FUNCTION public.tg_tenants__audit() IS 'AFTER INSERT OR UPDATE OR DELETE trigger on tenants: records each change in tenant_events (SECURITY DEFINER, so writers of tenants need no privilege on tenant_events).';
 
 --
+-- Name: tg_tenants__notify(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.tg_tenants__notify() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    changed text[];
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        PERFORM pg_notify('dbtools_tenants', '*');
+        RETURN NULL;
+    ELSIF TG_OP = 'INSERT' THEN
+        changed := ARRAY(SELECT DISTINCT slug FROM new_rows);
+    ELSIF TG_OP = 'DELETE' THEN
+        changed := ARRAY(SELECT DISTINCT slug FROM old_rows);
+    ELSE
+        -- A row the UPDATE left as it was is in both transition tables and cancels out; a
+        -- changed row leaves its old slug in the first difference and its new one in the second.
+        changed := ARRAY(
+            SELECT slug FROM (SELECT * FROM old_rows EXCEPT SELECT * FROM new_rows) AS before
+            UNION
+            SELECT slug FROM (SELECT * FROM new_rows EXCEPT SELECT * FROM old_rows) AS after
+        );
+    END IF;
+    FOR batch IN 0 .. (cardinality(changed) + 99) / 100 - 1 LOOP
+        PERFORM pg_notify('dbtools_tenants', array_to_string(changed[batch * 100 + 1 : batch * 100 + 100], ' '));
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+
+--
+-- Name: FUNCTION tg_tenants__notify(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.tg_tenants__notify() IS 'AFTER ... FOR EACH STATEMENT trigger on tenants: NOTIFY dbtools_tenants with the slugs of the changed rows, 100 at most per notification, or ''*'' for TRUNCATE.';
+
+--
 -- Name: tg_tenants__reserved_slug(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -549,6 +589,54 @@ CREATE TRIGGER tenants_audit AFTER INSERT OR DELETE OR UPDATE ON public.tenants 
 --
 
 COMMENT ON TRIGGER tenants_audit ON public.tenants IS 'Records every insert, change and delete of a tenant in tenant_events (see tg_tenants__audit).';
+
+--
+-- Name: tenants tenants_notify_delete; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tenants_notify_delete AFTER DELETE ON public.tenants REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION public.tg_tenants__notify();
+
+--
+-- Name: TRIGGER tenants_notify_delete ON tenants; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TRIGGER tenants_notify_delete ON public.tenants IS 'NOTIFY dbtools_tenants with the slugs of the deleted tenants (see tg_tenants__notify).';
+
+--
+-- Name: tenants tenants_notify_insert; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tenants_notify_insert AFTER INSERT ON public.tenants REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.tg_tenants__notify();
+
+--
+-- Name: TRIGGER tenants_notify_insert ON tenants; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TRIGGER tenants_notify_insert ON public.tenants IS 'NOTIFY dbtools_tenants with the slugs of the inserted tenants (see tg_tenants__notify).';
+
+--
+-- Name: tenants tenants_notify_truncate; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tenants_notify_truncate AFTER TRUNCATE ON public.tenants FOR EACH STATEMENT EXECUTE FUNCTION public.tg_tenants__notify();
+
+--
+-- Name: TRIGGER tenants_notify_truncate ON tenants; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TRIGGER tenants_notify_truncate ON public.tenants IS 'NOTIFY dbtools_tenants with ''*'': every tenant is gone (see tg_tenants__notify).';
+
+--
+-- Name: tenants tenants_notify_update; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tenants_notify_update AFTER UPDATE ON public.tenants REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.tg_tenants__notify();
+
+--
+-- Name: TRIGGER tenants_notify_update ON tenants; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TRIGGER tenants_notify_update ON public.tenants IS 'NOTIFY dbtools_tenants with the old and new slugs of the changed tenants (see tg_tenants__notify).';
 
 --
 -- Name: tenants tenants_reserved_slug; Type: TRIGGER; Schema: public; Owner: -
