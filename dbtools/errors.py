@@ -18,6 +18,7 @@ is the one table that maps them)::
     │   └── MigrationEdited          an applied migration's file was changed
     ├── LocalDatabaseError        3  the embedded PostgreSQL cannot be set up, started or stopped
     ├── ExternalToolError         3  a PostgreSQL program (pg_dump) is missing or failed
+    ├── CacheClosed               1  a closed TenantCache was asked for a tenant
     └── (domain errors)           1  InvalidSlug (ReservedSlug), InvalidTenant, DuplicateSlug,
                                      TenantNotFound, TenantInUse, Refused, ImportFailed,
                                      SchemaDrift, InvalidActor
@@ -169,6 +170,10 @@ class NotMigrated(DatabaseUnavailable):
 class ReadOnlyDatabase(DatabaseUnavailable):
     """A write reached a server that only reads: a standby, or a session with
     ``default_transaction_read_only``. Writes need the primary."""
+
+
+class CacheClosed(DbToolsError):
+    """A :class:`~dbtools.cache.TenantCache` was used after ``close()``: make a new one."""
 
 
 class MigrationError(DbToolsError):

@@ -28,7 +28,9 @@ from tests.helpers import (
     FAST_TMP,
     PGBOUNCER_MISSING,
     SERVER,
+    SIDES,
     TEST_CLUSTER,
+    AsyncBridge,
     Cli,
     CliResult,
     PgBouncer,
@@ -37,7 +39,6 @@ from tests.helpers import (
     run_python,
     target_for,
 )
-from tests.sides import SIDES, AsyncBridge
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -115,7 +116,7 @@ def target(postgresql: psycopg.Connection[Any], request: pytest.FixtureRequest) 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests marked both_sides that take ``conn`` or ``connect`` run once on the sync API and
-    once on the async one (tests/sides.py)."""
+    once on the async one (AsyncBridge, tests/helpers.py)."""
     if "side" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_sides"):
         metafunc.parametrize("side", SIDES, indirect=True)
 

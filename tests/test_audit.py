@@ -20,8 +20,7 @@ from dbtools import db
 from dbtools.config import Target
 from dbtools.errors import DbToolsError, DuplicateSlug, InvalidActor
 from dbtools.tenants import TenantEvent
-from tests.helpers import Cli, replay
-from tests.sides import tenants
+from tests.helpers import Cli, replay, tenants
 
 Conn = psycopg.Connection[Any]
 

@@ -121,7 +121,13 @@ def test_the_wheel_carries_the_migrations_the_hook_and_the_schema(installed: Ins
         "dbtools/sql/schema/schema.sql",
         "dbtools/sql/roles/runtime.sql",
     } <= names
-    assert {"dbtools/cli/__init__.py", "dbtools/testing.py", "dbtools/py.typed"} <= names
+    modules = {
+        path.relative_to(PROJECT).as_posix()
+        for path in (PROJECT / "dbtools").rglob("*.py")
+        if "sql" not in path.relative_to(PROJECT / "dbtools").parts
+    }
+    assert {"dbtools/aio/tenants.py", "dbtools/cache.py", "dbtools/cli/__init__.py"} <= modules
+    assert modules | {"dbtools/py.typed"} <= names  # every module: a new package must be listed
 
 
 def test_every_command_works_from_the_wheel_in_an_empty_folder(

@@ -9,22 +9,17 @@ change announced arrives before the fence, and "nothing" is proven without waiti
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, LiteralString
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from dbtools import db, localdb, migrations, roles, schema
+from dbtools import db, migrations, roles, schema
 from dbtools.config import Target
-from dbtools.errors import LocalDatabaseError
-from tests.helpers import MIGRATION_IDS
+from tests.helpers import MIGRATION_IDS, run_psql
 
 Conn = psycopg.Connection[Any]
 
@@ -355,39 +350,14 @@ def test_a_rename_of_250_tenants_announces_500_slugs_100_at_a_time(
 # --- any client, any role -------------------------------------------------------------------
 
 
-def psql_program() -> str:
-    """psql beside the server binaries (the test cluster's own), else the one on PATH."""
-    try:
-        beside_server = Path(localdb.find_binaries().tool("psql"))
-        if beside_server.is_file():
-            return str(beside_server)
-    except LocalDatabaseError:
-        pass
-    found = shutil.which("psql")
-    if found is None:
-        pytest.fail("psql not found: install the PostgreSQL client tools", pytrace=False)
-    return found
-
-
 def test_changes_made_by_a_psql_process_are_heard(
     conn: Conn, listener: Conn, target: Target
 ) -> None:
-    env = os.environ | ({"PGPASSWORD": target.password} if target.password else {})
-    result = subprocess.run(
-        [
-            psql_program(),
-            "--no-psqlrc",
-            "--set=ON_ERROR_STOP=1",
-            f"--dbname={target.conninfo()}",
-            "--command=INSERT INTO tenants (slug, name) VALUES ('acme', 'Acme')",
-            "--command=UPDATE tenants SET slug = 'acme-corp' WHERE slug = 'acme'",
-            "--command=DELETE FROM tenants WHERE slug = 'acme-corp'",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run_psql(
+        target,
+        "INSERT INTO tenants (slug, name) VALUES ('acme', 'Acme')",
+        "UPDATE tenants SET slug = 'acme-corp' WHERE slug = 'acme'",
+        "DELETE FROM tenants WHERE slug = 'acme-corp'",
     )
     assert result.returncode == 0, result.stderr
     notifies = heard_notifies(listener, conn)

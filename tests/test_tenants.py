@@ -40,11 +40,10 @@ from dbtools.errors import (
     TenantNotFound,
 )
 from dbtools.tenants import Tenant, TenantStatus
-from tests.helpers import INJECTION, row_count
-from tests.sides import tenants
+from tests.helpers import INJECTION, row_count, tenants
 
 # Every test that takes conn or connect runs twice: on dbtools.tenants, and on
-# dbtools.aio.tenants through an AsyncBridge (tests/sides.py, conftest.py).
+# dbtools.aio.tenants through an AsyncBridge (tests/helpers.py, conftest.py).
 pytestmark = pytest.mark.both_sides
 
 Conn = psycopg.Connection[Any]

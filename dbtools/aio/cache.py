@@ -1,0 +1,154 @@
+"""Tenants by slug from memory, for asyncio: :class:`TenantCache` on an async pool.
+
+The twin of :class:`dbtools.cache.TenantCache`, with the same :class:`~dbtools.cache.CacheCore`
+(entries, bounds, invalidation, the race between a load and a change) and the same rules; here
+the listener is a task of the event loop instead of a thread::
+
+    from dbtools.aio import db
+    from dbtools.aio.cache import TenantCache
+
+    async with await db.create_pool() as pool, TenantCache(pool) as cache:
+        tenant = await cache.get_by_slug("acme")
+
+See :mod:`dbtools.cache` for how it stays true and what the listening connection needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import suppress
+from typing import Any
+
+import psycopg
+
+from dbtools.aio import db as aio_db
+from dbtools.aio import tenants
+from dbtools.cache import (
+    ANNOUNCING,
+    LISTEN,
+    MISS,
+    RETRY_FIRST,
+    RETRY_MAX,
+    CacheCore,
+    check_announcing,
+    first_line,
+    listener_kwargs,
+    through_pooler,
+)
+from dbtools.db import error_for
+from dbtools.errors import DbToolsError
+from dbtools.slugs import is_valid_slug
+from dbtools.tenants import Tenant
+
+__all__ = ["TenantCache"]
+
+_logger = logging.getLogger("dbtools.cache")
+
+
+class TenantCache(CacheCore):
+    """:class:`dbtools.cache.TenantCache` for a ``psycopg_pool.AsyncConnectionPool``: the same
+    arguments (``pool`` an ``AsyncConnectionPool``, such as :func:`dbtools.aio.db.create_pool`
+    makes); open it with ``async with`` (or ``await cache.open()``, then ``await
+    cache.close()``), in the event loop that uses it."""
+
+    _task: asyncio.Task[None] | None = None  # the listener, once open
+
+    async def open(self) -> None:
+        """Connect and listen, or raise as :class:`dbtools.cache.TenantCache` does."""
+        self.check_open()
+        if self._task is not None:
+            return
+        conn = await self._open_listener()
+        self.listening_started()
+        self._task = asyncio.create_task(self._listen(conn), name="dbtools-tenant-cache")
+
+    async def get_by_slug(self, slug: str) -> Tenant | None:
+        """As :meth:`dbtools.cache.TenantCache.get_by_slug`, awaited."""
+        if type(slug) is not str:  # a str subclass may hash and compare as it likes
+            return await self._uncached(slug)
+        found = self.lookup(slug)
+        if found is not MISS:
+            return found  # type: ignore[return-value]
+        if not is_valid_slug(slug):
+            return None
+        with self.loading(slug) as load:
+            async with self._pool.connection() as conn:
+                load.answer = await tenants.get_by_slug(conn, slug)
+        return load.answer
+
+    async def _uncached(self, slug: object) -> Tenant | None:
+        if not is_valid_slug(slug):
+            return None
+        self.check_open()
+        async with self._pool.connection() as conn:
+            return await tenants.get_by_slug(conn, str(slug))
+
+    async def close(self) -> None:
+        """Stop listening, close the listening connection, drop every entry. Idempotent."""
+        self._mark_closed()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+    async def __aenter__(self) -> TenantCache:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- the listener task --------------------------------------------------------------------
+
+    async def _open_listener(self) -> psycopg.AsyncConnection[Any]:
+        target = self._listen_target
+        conn = await aio_db.connect(target, **listener_kwargs(target))
+        try:
+            if await aio_db.behind_pooler(conn):
+                raise through_pooler(target, self._listen_derived)
+            check_announcing(target, await (await conn.execute(*ANNOUNCING)).fetchone())
+            await conn.execute(LISTEN)
+        except psycopg.Error as exc:
+            await conn.close()
+            mapped = error_for(exc, conn)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """The task: relay notifications; when the connection is lost, listen again."""
+        while True:
+            try:
+                await self._relay(conn)
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                self._lost(exc)
+            finally:
+                await conn.close()
+            conn = await self._reconnect()
+            self._back()
+
+    async def _reconnect(self) -> psycopg.AsyncConnection[Any]:
+        """A new listening connection, tried with a growing delay (until cancelled)."""
+        delay = RETRY_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                return await self._open_listener()
+            except (DbToolsError, psycopg.Error, OSError) as exc:
+                _logger.debug("tenant cache: cannot listen yet: %s", first_line(exc))
+            delay = min(delay * 2, RETRY_MAX)
+
+    async def _relay(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Hand every notification to the cache; raise when the connection is lost or leaves a
+        heartbeat unanswered for ``heartbeat`` seconds. Returns only by cancellation."""
+        while True:
+            async for notice in conn.notifies(timeout=self.heartbeat):
+                self.invalidate(notice.payload)
+            # Notifications that arrive during the heartbeat wait for the next notifies().
+            await asyncio.wait_for(conn.execute("SELECT 1"), self.heartbeat)

@@ -1,0 +1,543 @@
+"""Tenants by slug from memory, kept true by the database itself: :class:`TenantCache`.
+
+::
+
+    from dbtools import db
+    from dbtools.cache import TenantCache
+
+    with db.create_pool() as pool, TenantCache(pool) as cache:
+        tenant = cache.get_by_slug("acme")      # what tenants.get_by_slug would return
+
+How it stays true:
+
+- Migration 0006 makes PostgreSQL announce every committed change of ``tenants`` (insert, update,
+  delete, truncate; from any client, psql included) with ``NOTIFY dbtools_tenants``, the changed
+  slugs in the payload. The cache ``LISTEN`` s on a connection of its own, from a thread of its
+  own, and drops the entries named.
+- A load that a change races is not kept: a slug is registered as loading before its query is
+  sent, and a notification for it that arrives before the answer voids the load.
+- A silent channel is not trusted: while the listening connection is down (noticed at once when
+  the server ends it, and within ``heartbeat`` seconds when the network goes quiet) the cache is
+  empty and every lookup goes to the database; it listens again with a backoff, and empties
+  itself once more when it does. Entries also expire ``ttl`` seconds after they were loaded.
+- The listening connection must be a session of its own: ``LISTEN`` does nothing useful through a
+  transaction pooler. When the pool goes through one (PgBouncer in transaction mode), pass the
+  server's own address as ``listen=``; the cache refuses to start otherwise.
+
+Records are shared: every caller of a cached slug gets the same frozen :class:`Tenant`, so treat
+its ``settings`` as read-only (a copy per hit would cost more than the lookup).
+
+:class:`CacheCore` is the part without I/O, shared with :class:`dbtools.aio.cache.TenantCache`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import select
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, Final, LiteralString
+
+import psycopg
+from psycopg.pq import ConnStatus, ExecStatus
+
+from dbtools import db, tenants
+from dbtools.config import Target, resolve
+from dbtools.errors import CacheClosed, ConfigurationError, DbToolsError, NotMigrated
+from dbtools.slugs import is_valid_slug
+from dbtools.tenants import Tenant
+
+__all__ = ["CacheCore", "CacheStats", "TenantCache"]
+
+# The protocol of migration 0006_notify-tenant-changes (see the comment there).
+CHANNEL: Final = "dbtools_tenants"
+EVERY_TENANT: Final = "*"
+NOTIFY_TRIGGERS: Final = (
+    "tenants_notify_insert",
+    "tenants_notify_update",
+    "tenants_notify_delete",
+    "tenants_notify_truncate",
+)
+LISTEN: LiteralString = "LISTEN dbtools_tenants"
+# How many of the notify triggers exist and fire for ordinary sessions (enabled, not only for
+# replication), on the tenants table the search path finds.
+ANNOUNCING_TRIGGERS: LiteralString = """
+    SELECT count(*)
+    FROM pg_catalog.pg_trigger
+    WHERE tgrelid = 'tenants'::regclass
+      AND tgname = ANY(%(names)s)
+      AND tgenabled IN ('O', 'A')
+"""
+ANNOUNCING: Final = (ANNOUNCING_TRIGGERS, {"names": list(NOTIFY_TRIGGERS)})
+HEARTBEAT_QUERY: Final = b"SELECT 1"
+
+DEFAULT_MAX_SIZE = 10_000
+DEFAULT_MAX_MISSING = 10_000
+DEFAULT_TTL = 300.0  # seconds
+DEFAULT_HEARTBEAT = 5.0  # seconds
+RETRY_FIRST, RETRY_MAX = 0.1, 5.0  # seconds between attempts to listen again, doubling
+# TCP keepalives for the listening connection, unless its URL sets them: a peer that vanished
+# without closing the connection is noticed by the kernel too, not only by the heartbeat;
+# application_name too, so that a DBA sees in pg_stat_activity what the session is for.
+LISTENER_DEFAULTS: Final = {
+    "application_name": "dbtools tenant cache",
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+}
+
+_logger = logging.getLogger("dbtools.cache")
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Counters of a cache since it was made, and what it holds now."""
+
+    hits: int  # answered from memory, a missing tenant included
+    loads: int  # answered by the database
+    invalidations: int  # entries dropped because the database announced a change
+    size: int  # tenants held
+    missing: int  # slugs held as having no tenant
+    listening: bool  # whether the cache trusts its entries (it listens)
+    listener_losses: int  # how many times the listening connection was lost
+
+
+class _Miss:
+    """Not in the cache (as opposed to None: cached as having no tenant)."""
+
+
+MISS: Final = _Miss()
+
+
+class _Load:
+    """A lookup of ``slug`` in the database, registered before its query is sent."""
+
+    __slots__ = ("answer", "epoch", "slug", "void")
+
+    def __init__(self, slug: str, epoch: int) -> None:
+        self.slug, self.epoch, self.void = slug, epoch, False
+        self.answer: Tenant | None = None  # what the database said
+
+
+class CacheCore:
+    """What a tenant cache holds and when it may trust it, without I/O: bounded LRU maps of
+    tenants and of slugs without one, loads in flight, and what the listener reports. Every
+    method is thread-safe and quick (one lock, never held across I/O)."""
+
+    def __init__(
+        self,
+        pool: Any,
+        *,
+        listen: Target | str | None = None,
+        max_size: int = DEFAULT_MAX_SIZE,
+        max_missing: int = DEFAULT_MAX_MISSING,
+        ttl: float = DEFAULT_TTL,
+        heartbeat: float = DEFAULT_HEARTBEAT,
+    ) -> None:
+        for name, value in (("max_size", max_size), ("max_missing", max_missing)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        for name, seconds in (("ttl", ttl), ("heartbeat", heartbeat)):
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+                raise ValueError(f"{name} must be a number of seconds, not {seconds!r}")
+            if not 0 < seconds < math.inf:
+                raise ValueError(f"{name} must be a positive number of seconds, not {seconds!r}")
+        self.max_size, self.max_missing = max_size, max_missing
+        self.ttl, self.heartbeat = float(ttl), float(heartbeat)
+        self._pool = pool
+        self._listen_derived = listen is None
+        self._listen_target = listen_target(getattr(pool, "target", None), listen)
+        self._lock = threading.Lock()
+        # slug -> (tenant, monotonic expiry); most recently used last.
+        self._found: OrderedDict[str, tuple[Tenant, float]] = OrderedDict()
+        self._missing: OrderedDict[str, float] = OrderedDict()  # slug -> monotonic expiry
+        self._loads: dict[str, list[_Load]] = {}
+        self._epoch = 0  # changes whenever what was loaded before can no longer be trusted
+        self._listening = False
+        self._closed = False
+        self._hits = self._loads_done = self._invalidations = self._losses = 0
+        self._start()
+
+    def _start(self) -> None:
+        """What a cache does once made: the thread-based one connects and listens here."""
+
+    def lookup(self, slug: str) -> Tenant | _Miss | None:
+        """The cached answer for ``slug`` (a Tenant, or None when it has none), else MISS.
+
+        The hot path takes no lock: each dict operation is atomic, and a lookup that runs
+        beside an invalidation sees the entry either before it is dropped or not at all, as if
+        it had run just before or just after. Only the counter of hits may miss a beat."""
+        entry = self._found.get(slug)
+        if entry is not None:
+            if entry[1] > time.monotonic():
+                with suppress(KeyError):  # dropped by another thread meanwhile
+                    self._found.move_to_end(slug)
+                self._hits += 1
+                return entry[0]
+            return MISS  # expired: the load that follows replaces it
+        expiry = self._missing.get(slug)
+        if expiry is not None and expiry > time.monotonic():
+            with suppress(KeyError):
+                self._missing.move_to_end(slug)
+            self._hits += 1
+            return None
+        return MISS
+
+    def check_open(self) -> None:
+        """Raise :class:`CacheClosed` if the cache was closed."""
+        if self._closed:
+            raise CacheClosed("the tenant cache is closed: make a new one")
+
+    def begin_load(self, slug: str) -> _Load:
+        """Register a lookup of ``slug`` in the database; call before its query is sent."""
+        with self._lock:
+            self.check_open()
+            load = _Load(slug, self._epoch)
+            self._loads.setdefault(slug, []).append(load)
+        return load
+
+    @contextmanager
+    def loading(self, slug: str) -> Iterator[_Load]:
+        """Register a load of ``slug`` for the block, which sets its ``answer``; the answer is
+        kept after the block if nothing overtook it, and nothing is kept if the block fails."""
+        load = self.begin_load(slug)
+        try:
+            yield load
+        except BaseException:
+            self.abandon(load)
+            raise
+        self.end_load(load, load.answer)
+
+    def end_load(self, load: _Load, tenant: Tenant | None) -> None:
+        """Keep what the database answered for ``load``, unless a change of its slug was
+        announced meanwhile, or the listener was lost or restarted."""
+        expiry = time.monotonic() + self.ttl
+        with self._lock:
+            self._forget(load)
+            self._loads_done += 1
+            if load.void or load.epoch != self._epoch or not self._listening:
+                return
+            if tenant is None:
+                self._missing[load.slug] = expiry
+                self._missing.move_to_end(load.slug)
+                if len(self._missing) > self.max_missing:
+                    self._missing.popitem(last=False)
+            else:
+                self._found[load.slug] = (tenant, expiry)
+                self._found.move_to_end(load.slug)
+                if len(self._found) > self.max_size:
+                    self._found.popitem(last=False)
+
+    def abandon(self, load: _Load) -> None:
+        """Forget ``load``, which failed."""
+        with self._lock:
+            self._forget(load)
+
+    def _forget(self, load: _Load) -> None:
+        pending = self._loads.get(load.slug)
+        if pending is not None:
+            pending.remove(load)
+            if not pending:
+                del self._loads[load.slug]
+
+    def invalidate(self, payload: str) -> None:
+        """Drop what a notification of channel dbtools_tenants names: slugs separated by
+        spaces, or ``*`` for every tenant."""
+        slugs = payload.split()
+        with self._lock:
+            if EVERY_TENANT in slugs:
+                self._invalidations += len(self._found) + len(self._missing)
+                self._reset()
+                return
+            for slug in slugs:
+                held = self._found.pop(slug, None) is not None
+                if self._missing.pop(slug, None) is not None or held:
+                    self._invalidations += 1
+                for load in self._loads.get(slug, ()):
+                    load.void = True
+
+    def clear(self) -> None:
+        """Drop every entry, and every load in flight."""
+        with self._lock:
+            self._reset()
+
+    def _reset(self) -> None:
+        self._found.clear()
+        self._missing.clear()
+        self._epoch += 1
+
+    def listening_started(self) -> None:
+        """The listener listens (again): nothing heard before can be trusted, so start empty."""
+        with self._lock:
+            self._reset()
+            self._listening = not self._closed
+
+    def listening_lost(self) -> None:
+        """The listener is gone: forget everything and cache nothing until it is back."""
+        with self._lock:
+            if self._listening:
+                self._losses += 1
+            self._listening = False
+            self._reset()
+
+    def _mark_closed(self) -> bool:
+        """Refuse loads from now on; whether the cache was open."""
+        with self._lock:
+            was_open, self._closed, self._listening = not self._closed, True, False
+            self._reset()
+        return was_open
+
+    def _lost(self, exc: BaseException) -> None:
+        """The listener lost its connection with ``exc``: say so, and stop trusting entries."""
+        self.listening_lost()
+        _logger.warning(
+            "tenant cache: lost the listening connection to %s (%s); serving tenants from the "
+            "database until it listens again",
+            self._listen_target.describe(),
+            first_line(exc),
+        )
+
+    def _back(self) -> None:
+        """The listener listens again."""
+        self.listening_started()
+        _logger.info(
+            "tenant cache: listening again on %s (entries dropped)", self._listen_target.describe()
+        )
+
+    @property
+    def listening(self) -> bool:
+        """Whether the cache listens, and so answers from memory."""
+        return self._listening
+
+    def stats(self) -> CacheStats:
+        """The counters and sizes of the cache, as of now."""
+        with self._lock:
+            return CacheStats(
+                hits=self._hits,
+                loads=self._loads_done,
+                invalidations=self._invalidations,
+                size=len(self._found),
+                missing=len(self._missing),
+                listening=self._listening,
+                listener_losses=self._losses,
+            )
+
+
+def listen_target(pool_target: Target | None, listen: Target | str | None) -> Target:
+    """Where the listening connection goes: ``listen`` when given, else the pool's target. When
+    that names several hosts, the one that is writable: ``NOTIFY`` is not replicated, and a
+    standby refuses ``LISTEN``."""
+    if listen is not None:
+        return resolve(listen, origin="the listen URL of the tenant cache")
+    if pool_target is None:
+        raise ConfigurationError(
+            "the tenant cache cannot tell where the pool connects: give it a pool made by "
+            "dbtools.db.create_pool, or the database URL to listen on as listen="
+        )
+    params = pool_target.params
+    if len(pool_target.hosts) > 1 and params.get("target_session_attrs", "any") == "any":
+        params["target_session_attrs"] = "read-write"
+        return Target.from_params(origin=pool_target.origin, **params)
+    return pool_target
+
+
+def listener_kwargs(target: Target) -> dict[str, Any]:
+    """psycopg keyword arguments of a listening connection to ``target``: autocommit, no
+    prepared statements (and so no pooler check of db.connect: the cache makes its own), and
+    TCP keepalives and an application_name, unless the URL sets them."""
+    params = target.params
+    defaults = {key: value for key, value in LISTENER_DEFAULTS.items() if key not in params}
+    return {"autocommit": True, "prepare_threshold": None} | defaults
+
+
+def through_pooler(target: Target, derived: bool) -> ConfigurationError:
+    """The error of a listening connection that reached a pooler rather than PostgreSQL."""
+    advice = (
+        "give the cache the server's own address as listen= (one connection per process)"
+        if derived
+        else "listen= must name the PostgreSQL server itself, not a pooler"
+    )
+    return ConfigurationError(
+        f"the tenant cache cannot listen through a connection pooler ({target.describe()}): "
+        f"LISTEN needs a server session of its own, which transaction pooling does not keep; "
+        f"{advice}"
+    )
+
+
+def check_announcing(target: Target, row: tuple[Any, ...] | None) -> None:
+    """Raise :class:`NotMigrated` unless ``row``, the answer to :data:`ANNOUNCING`, counts
+    every notify trigger: the tenants table does not announce its changes."""
+    count = 0 if row is None else int(row[0])
+    if count == len(NOTIFY_TRIGGERS):
+        return
+    raise NotMigrated(
+        f"{target.describe()} does not announce changes of tenants ({count} of the "
+        f"{len(NOTIFY_TRIGGERS)} triggers of migration 0006_notify-tenant-changes are there and "
+        "enabled): run `dbtools migrate`, or enable them, before caching tenants"
+    )
+
+
+class TenantCache(CacheCore):
+    """``get_by_slug`` from memory, for threads sharing a ``psycopg_pool.ConnectionPool``.
+
+    ``pool`` serves the lookups the cache cannot answer; ``listen`` is where the listening
+    connection goes (default: where the pool goes, which must then be PostgreSQL itself, not a
+    transaction pooler). At most ``max_size`` tenants and ``max_missing`` slugs without a tenant
+    are held, the least recently used dropped first; each for ``ttl`` seconds at most. The
+    listening connection is checked every ``heartbeat`` seconds.
+
+    Making the cache connects and listens, or raises: :class:`ConfigurationError` when the
+    listening connection goes through a pooler, :class:`NotMigrated` when the database does not
+    announce changes, :class:`DatabaseUnavailable` when it cannot be reached. Close it (or use
+    it as a context manager) to stop its thread and connection.
+    """
+
+    def _start(self) -> None:
+        """Connect and listen, then hand the connection to the listener thread."""
+        self._closing = threading.Event()
+        # Written to on close(), to wake the listener from its wait on the connection.
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        try:
+            conn = self._open_listener()
+        except BaseException:
+            self._wake_reader.close()
+            self._wake_writer.close()
+            raise
+        self.listening_started()
+        self._thread = threading.Thread(
+            target=self._listen, args=(conn,), name="dbtools-tenant-cache", daemon=True
+        )
+        self._thread.start()
+
+    def get_by_slug(self, slug: str) -> Tenant | None:
+        """The tenant with ``slug``, or None: what :func:`dbtools.tenants.get_by_slug` returns,
+        from memory when the cache holds it. Raises :class:`CacheClosed` after :meth:`close`."""
+        if type(slug) is not str:  # a str subclass may hash and compare as it likes
+            return self._uncached(slug)
+        found = self.lookup(slug)
+        if found is not MISS:
+            return found  # type: ignore[return-value]
+        if not is_valid_slug(slug):
+            return None
+        with self.loading(slug) as load, self._pool.connection() as conn:
+            load.answer = tenants.get_by_slug(conn, slug)
+        return load.answer
+
+    def _uncached(self, slug: object) -> Tenant | None:
+        if not is_valid_slug(slug):
+            return None
+        self.check_open()
+        with self._pool.connection() as conn:
+            return tenants.get_by_slug(conn, str(slug))
+
+    def close(self) -> None:
+        """Stop listening, close the listening connection, drop every entry. Idempotent."""
+        if not self._mark_closed():
+            return
+        self._closing.set()
+        self._wake_writer.send(b"x")
+        self._thread.join()
+        self._wake_reader.close()
+        self._wake_writer.close()
+
+    def __enter__(self) -> TenantCache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the listener thread ------------------------------------------------------------------
+
+    def _open_listener(self) -> psycopg.Connection[Any]:
+        target = self._listen_target
+        conn = db.connect(target, **listener_kwargs(target))
+        try:
+            if db.behind_pooler(conn):
+                raise through_pooler(target, self._listen_derived)
+            check_announcing(target, conn.execute(*ANNOUNCING).fetchone())
+            conn.execute(LISTEN)
+        except psycopg.Error as exc:
+            conn.close()
+            mapped = db.error_for(exc, conn)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _listen(self, conn: psycopg.Connection[Any]) -> None:
+        """The thread: relay notifications; when the connection is lost, listen again."""
+        while True:
+            try:
+                self._relay(conn)
+            except (psycopg.Error, OSError) as exc:
+                self._lost(exc)
+            finally:
+                conn.close()
+            if self._closing.is_set():
+                return
+            reconnected = self._reconnect()
+            if reconnected is None:
+                return
+            conn = reconnected
+            self._back()
+
+    def _reconnect(self) -> psycopg.Connection[Any] | None:
+        """A new listening connection, tried with a growing delay; None when closing."""
+        delay = RETRY_FIRST
+        while not self._closing.wait(delay):
+            try:
+                return self._open_listener()
+            except (DbToolsError, psycopg.Error, OSError) as exc:
+                _logger.debug("tenant cache: cannot listen yet: %s", first_line(exc))
+            delay = min(delay * 2, RETRY_MAX)
+        return None
+
+    def _relay(self, conn: psycopg.Connection[Any]) -> None:
+        """Hand every notification to the cache until closing; raise when the connection is
+        lost or leaves a heartbeat unanswered for ``heartbeat`` seconds. libpq is driven
+        directly, so that the wait can also watch for close()."""
+        pgconn = conn.pgconn
+        sock = pgconn.socket
+        sent_at: float | None = None  # when the unanswered heartbeat was sent
+        next_beat = time.monotonic() + self.heartbeat
+        while not self._closing.is_set():
+            now = time.monotonic()
+            if sent_at is None and now >= next_beat:
+                pgconn.send_query(HEARTBEAT_QUERY)
+                sent_at = now
+            deadline = next_beat if sent_at is None else sent_at + self.heartbeat
+            wake = self._wake_reader.fileno()
+            ready, _, _ = select.select([sock, wake], [], [], max(0.0, deadline - time.monotonic()))
+            if wake in ready:
+                return
+            if sock in ready:
+                pgconn.consume_input()  # raises OperationalError once the connection is gone
+                while (notice := pgconn.notifies()) is not None:
+                    self.invalidate(notice.extra.decode("utf-8", "replace"))
+                if sent_at is not None and not pgconn.is_busy():
+                    while (result := pgconn.get_result()) is not None:
+                        if result.status != ExecStatus.TUPLES_OK:
+                            reason = result.error_message.decode("utf-8", "replace").strip()
+                            raise psycopg.OperationalError(reason or "the heartbeat failed")
+                    sent_at, next_beat = None, time.monotonic() + self.heartbeat
+            elif sent_at is not None and time.monotonic() - sent_at >= self.heartbeat:
+                raise psycopg.OperationalError(
+                    f"no answer to a heartbeat within {self.heartbeat:g} s"
+                )
+            if pgconn.status != ConnStatus.OK:
+                raise psycopg.OperationalError("the server closed the connection")
+
+
+def first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,559 @@
+"""The tenant cache (dbtools.cache, dbtools.aio.cache) against a real database: what it serves,
+how changes from any client reach it, listener loss, races, bounds and the pooler rule.
+
+Each behavioural test runs on both caches: the thread-based one on a ConnectionPool, and the
+asyncio one on an AsyncConnectionPool driven on an event loop thread (tests/helpers.py). Changes
+are made on a separate connection, or by a separate psql process, as another service would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dbtools import db, tenants
+from dbtools.aio import cache as aio_cache
+from dbtools.aio import db as aio_db
+from dbtools.cache import CacheCore, CacheStats, TenantCache
+from dbtools.config import Target
+from dbtools.errors import (
+    CacheClosed,
+    ConfigurationError,
+    DatabaseUnavailable,
+    DbToolsError,
+    NotMigrated,
+)
+from dbtools.tenants import Tenant
+from tests.helpers import INJECTION, EventLoopThread, PgBouncer, run_psql
+
+# Every test takes a direct session: LISTEN needs one (a test below checks the refusal).
+pytestmark = pytest.mark.direct
+
+Conn = psycopg.Connection[Any]
+# How long a change may take to reach the cache before a test calls it lost (the benchmark
+# measures the real figure: milliseconds).
+WITHIN = 5.0
+LISTENER = "dbtools tenant cache"  # the listening session's application_name
+
+
+@dataclass
+class Cache:
+    """One cache under test, used synchronously whatever its kind."""
+
+    get: Callable[[Any], Tenant | None]
+    stats: Callable[[], CacheStats]
+    close: Callable[[], None]
+    close_pool: Callable[[], None]
+    core: CacheCore
+
+
+MakeCache = Callable[..., Cache]
+
+
+@pytest.fixture(params=["sync", "async"])
+def make_cache(request: pytest.FixtureRequest, target: Target) -> Iterator[MakeCache]:
+    """Make caches of the parametrised kind on pools to this test's database (``pool_target``
+    and ``pool_kwargs`` change the pool's); all are closed afterwards."""
+    closers: list[Callable[[], None]] = []
+
+    def sync(pool_target: Target | None = None, pool_kwargs: Any = None, **options: Any) -> Cache:
+        pool = db.create_pool(pool_target or target, kwargs=pool_kwargs or {})
+        closers.append(pool.close)
+        try:
+            cache = TenantCache(pool, **options)
+        except BaseException:
+            pool.close()
+            raise
+        closers.append(cache.close)
+        return Cache(cache.get_by_slug, cache.stats, cache.close, pool.close, cache)
+
+    def asynchronous(
+        pool_target: Target | None = None, pool_kwargs: Any = None, **options: Any
+    ) -> Cache:
+        loop = EventLoopThread()
+        closers.append(loop.stop)
+        pool = loop.run(aio_db.create_pool(pool_target or target, kwargs=pool_kwargs or {}))
+        closers.append(lambda: loop.run(pool.close()))
+        cache = aio_cache.TenantCache(pool, **options)
+        loop.run(cache.open())
+        closers.append(lambda: loop.run(cache.close()))
+        return Cache(
+            lambda slug: loop.run(cache.get_by_slug(slug)),
+            cache.stats,
+            lambda: loop.run(cache.close()),
+            lambda: loop.run(pool.close()),
+            cache,
+        )
+
+    yield sync if request.param == "sync" else asynchronous
+    for close in reversed(closers):
+        close()
+
+
+def eventually(check: Callable[[], bool], what: str, within: float = WITHIN) -> None:
+    """Wait until ``check()`` holds, polling; fail naming ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {within:g} s: {what}")
+        time.sleep(0.002)
+
+
+def served(cache: Cache, conn: Conn, slug: str) -> None:
+    """Wait until the cache serves what the database holds for ``slug``."""
+    eventually(
+        lambda: cache.get(slug) == tenants.get_by_slug(conn, slug),
+        f"the cache serves the stored tenant {slug!r}",
+    )
+
+
+def cached(cache: Cache, slug: str) -> Tenant | None:
+    """The cache's answer for ``slug`` once it holds it: asked until an answer comes from
+    memory (a load that a notification overtakes is not kept, and is asked again)."""
+    deadline = time.monotonic() + WITHIN
+    while time.monotonic() < deadline:
+        cache.get(slug)
+        before = cache.stats().loads
+        answer = cache.get(slug)
+        if cache.stats().loads == before:
+            return answer
+    pytest.fail(f"{slug!r} is never kept")
+
+
+def listener_pid(conn: Conn) -> int:
+    row = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = "
+        "current_database()",
+        (LISTENER,),
+    ).fetchone()
+    assert row is not None, "no listening session"
+    return int(row[0])
+
+
+# --- what it serves ---------------------------------------------------------------------------
+
+
+def test_it_serves_what_get_by_slug_returns(conn: Conn, make_cache: MakeCache) -> None:
+    acme = tenants.create(conn, "acme", "Acme", settings={"plan": "pro"})
+    cache = make_cache()
+    assert cache.get("acme") == acme == tenants.get_by_slug(conn, "acme")
+    assert cached(cache, "acme") == acme
+    assert cache.get("ghost") is None
+    assert cached(cache, "ghost") is None
+
+
+def test_hits_and_misses_need_no_database(conn: Conn, make_cache: MakeCache) -> None:
+    """A flood of lookups of a known or an unknown slug costs no round trip: with the pool
+    closed they are still answered, from memory."""
+    acme = tenants.create(conn, "acme", "Acme")
+    cache = make_cache()
+    cache.get("acme")
+    cache.get("ghost")
+    cache.close_pool()
+    for _ in range(1000):
+        assert cache.get("acme") == acme
+        assert cache.get("ghost") is None
+    assert cache.stats().loads == 2
+
+
+def test_invalid_slugs_never_reach_the_database(make_cache: MakeCache) -> None:
+    cache = make_cache()
+    cache.close_pool()  # any lookup in the database would fail now
+    for slug in ["", "ab", "Acme", "acme\n", "a" * 51, INJECTION, 42, None, b"acme", ["acme"]]:
+        assert cache.get(slug) is None, repr(slug)
+    assert cache.stats().loads == 0
+
+
+def test_a_str_subclass_is_answered_but_not_kept(conn: Conn, make_cache: MakeCache) -> None:
+    class Slug(str):
+        __slots__ = ()
+
+    acme = tenants.create(conn, "acme", "Acme")
+    cache = make_cache()
+    assert cache.get(Slug("acme")) == acme
+    assert cache.stats().size == 0
+
+
+# --- changes from anywhere reach it ----------------------------------------------------------
+
+
+CHANGES = ["create", "rename", "name", "settings", "suspend", "activate", "delete", "truncate"]
+
+
+def change(conn: Conn, kind: str) -> None:
+    """Make one kind of change, on the tenants set up by the test below."""
+    if kind == "create":
+        tenants.create(conn, "ghost", "Ghost")
+    elif kind == "rename":
+        conn.execute("UPDATE tenants SET slug = 'acme-corp' WHERE slug = 'acme'")
+    elif kind == "name":
+        tenants.update(conn, "acme", name="Acme Corp")
+    elif kind == "settings":
+        tenants.update(conn, "acme", settings={"plan": "pro"})
+    elif kind == "suspend":
+        tenants.suspend(conn, "acme")
+    elif kind == "activate":
+        tenants.activate(conn, "sleepy")
+    elif kind == "delete":
+        tenants.delete(conn, "acme")
+    else:
+        conn.execute("TRUNCATE tenants")
+
+
+@pytest.mark.parametrize("kind", CHANGES)
+def test_each_kind_of_change_reaches_the_cache(
+    conn: Conn, make_cache: MakeCache, kind: str
+) -> None:
+    tenants.create(conn, "acme", "Acme")
+    tenants.create(conn, "sleepy", "Sleepy")
+    tenants.suspend(conn, "sleepy")
+    cache = make_cache()
+    slugs = ["acme", "acme-corp", "ghost", "sleepy"]
+    before = {slug: cached(cache, slug) for slug in slugs}  # held, found or missing
+    change(conn, kind)
+    now = {slug: tenants.get_by_slug(conn, slug) for slug in slugs}
+    assert now != before, "the change changed nothing"
+    for slug in slugs:
+        served(cache, conn, slug)
+
+
+def test_a_change_made_by_psql_reaches_the_cache(
+    conn: Conn, target: Target, make_cache: MakeCache
+) -> None:
+    tenants.create(conn, "acme", "Acme")
+    cache = make_cache()
+    assert cached(cache, "acme") is not None
+    assert cached(cache, "ghost") is None
+    result = run_psql(
+        target,
+        "UPDATE tenants SET name = 'From psql' WHERE slug = 'acme'",
+        "INSERT INTO tenants (slug, name) VALUES ('ghost', 'Ghost')",
+    )
+    assert result.returncode == 0, result.stderr
+    eventually(lambda: getattr(cache.get("acme"), "name", None) == "From psql", "psql's update")
+    eventually(lambda: cache.get("ghost") is not None, "psql's insert")
+
+
+def heard_after(conn: Conn, cache: Cache) -> None:
+    """Make a change that the cache hears of, and wait until it has: notifications arrive in
+    commit order, so whatever was announced before has been heard too."""
+    if tenants.get_by_slug(conn, "marker") is None:
+        tenants.create(conn, "marker", "Marker")
+    cached(cache, "marker")
+    heard = cache.stats().invalidations
+    tenants.update(conn, "marker", name=f"Marker {heard}")
+    eventually(lambda: cache.stats().invalidations > heard, "the marker's change is heard")
+
+
+def test_a_change_that_changes_nothing_keeps_the_entry(conn: Conn, make_cache: MakeCache) -> None:
+    tenants.create(conn, "acme", "Acme")
+    tenants.suspend(conn, "acme")
+    cache = make_cache()
+    acme = cached(cache, "acme")
+    tenants.update(conn, "acme", name="Acme")  # the same name: nothing is announced
+    tenants.suspend(conn, "acme")  # suspended already: nothing either
+    heard_after(conn, cache)
+    loads = cache.stats().loads
+    assert cache.get("acme") == acme == tenants.get_by_slug(conn, "acme")
+    assert cache.stats().loads == loads  # kept all along
+
+
+def test_a_rolled_back_change_keeps_the_entry(conn: Conn, make_cache: MakeCache) -> None:
+    tenants.create(conn, "acme", "Acme")
+    cache = make_cache()
+    acme = cached(cache, "acme")
+    conn.execute("BEGIN")
+    tenants.update(conn, "acme", name="Never")
+    conn.execute("ROLLBACK")
+    tenants.update(conn, "acme", name="Acme")  # changes nothing: announces nothing
+    heard_after(conn, cache)
+    loads = cache.stats().loads
+    assert cache.get("acme") == acme
+    assert cache.stats().loads == loads  # kept all along
+
+
+# --- the silent channel ------------------------------------------------------------------------
+
+
+def test_a_lost_listener_empties_the_cache_until_it_listens_again(
+    conn: Conn, make_cache: MakeCache
+) -> None:
+    tenants.create(conn, "acme", "Acme")
+    cache = make_cache()
+    cached(cache, "acme")
+    first = listener_pid(conn)
+    conn.execute("SELECT pg_terminate_backend(%s)", (first,))
+    # While it is down (or just back) nothing stale is served: the change below is visible at
+    # once, without waiting for any notification.
+    tenants.update(conn, "acme", name="Changed while deaf")
+    eventually(lambda: cache.stats().listener_losses == 1, "the loss is noticed")
+    assert cache.get("acme") == tenants.get_by_slug(conn, "acme")
+    eventually(lambda: cache.stats().listening, "listening again")
+    assert listener_pid(conn) != first
+    cached(cache, "acme")
+    tenants.update(conn, "acme", name="Heard again")  # invalidation works on the new session
+    served(cache, conn, "acme")
+
+
+def test_a_listener_that_cannot_come_back_leaves_the_cache_serving_the_database(
+    conn: Conn, target: Target, make_cache: MakeCache
+) -> None:
+    tenants.create(conn, "acme", "Acme")
+    cache = make_cache()
+    cached(cache, "acme")
+    conn.execute("ALTER TABLE tenants DISABLE TRIGGER tenants_notify_update")
+    conn.execute("SELECT pg_terminate_backend(%s)", (listener_pid(conn),))
+    eventually(lambda: not cache.stats().listening, "the loss is noticed")
+    time.sleep(0.5)  # several attempts to listen again, each refused
+    assert not cache.stats().listening
+    for name in ["One", "Two"]:
+        tenants.update(conn, "acme", name=name)  # not announced: the trigger is disabled
+        assert getattr(cache.get("acme"), "name", None) == name
+    assert cache.stats().size == 0
+    conn.execute("ALTER TABLE tenants ENABLE TRIGGER tenants_notify_update")
+    eventually(lambda: cache.stats().listening, "listening once the trigger is back")
+
+
+def test_the_ttl_catches_a_change_that_was_never_announced(
+    conn: Conn, make_cache: MakeCache
+) -> None:
+    tenants.create(conn, "acme", "Acme")
+    cache = make_cache(ttl=0.3)
+    cached(cache, "acme")
+    # A session in replica mode (logical replication applying changes) fires no triggers.
+    with conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute("UPDATE tenants SET name = 'Unannounced' WHERE slug = 'acme'")
+    assert getattr(cache.get("acme"), "name", None) == "Acme"  # stale, within the ttl
+    time.sleep(0.35)
+    assert getattr(cache.get("acme"), "name", None) == "Unannounced"
+
+
+def test_a_change_racing_a_load_is_not_kept(conn: Conn, make_cache: MakeCache) -> None:
+    """The pool's lookups go through a view that sleeps after taking its snapshot: a change
+    commits, and is announced, while the load of the old row is still running. The answer is
+    the old row (it was, when the load began), but it must not be kept."""
+    tenants.create(conn, "acme", "Acme")
+    conn.execute("CREATE SCHEMA slow")
+    conn.execute("CREATE VIEW slow.tenants AS SELECT t.* FROM public.tenants t, pg_sleep(0.5) AS s")
+    cache = make_cache(pool_kwargs={"options": "-c search_path=slow,public"})
+    loaded: list[Tenant | None] = []
+    loader = threading.Thread(target=lambda: loaded.append(cache.get("acme")))
+    loader.start()
+    time.sleep(0.2)  # the load has its snapshot and sleeps
+    tenants.update(conn, "acme", name="Changed during the load")
+    loader.join()
+    assert getattr(loaded[0], "name", None) == "Acme"  # the old row: read before the change
+    assert getattr(cache.get("acme"), "name", None) == "Changed during the load"
+
+
+def test_the_core_keeps_no_load_that_a_change_overtook() -> None:
+    """The protocol itself, step by step: a load registered before a change was announced is
+    void; one registered after it is kept; a listener loss voids both kinds."""
+    core = CacheCore(object(), listen="postgresql:///x", max_size=10, max_missing=10, ttl=60)
+    core.listening_started()
+    stale = core.begin_load("acme")
+    core.invalidate("other acme")
+    fresh = core.begin_load("acme")
+    core.end_load(stale, None)
+    assert core.stats().missing == 0
+    core.end_load(fresh, None)
+    assert core.stats().missing == 1
+    lost = core.begin_load("beta")
+    core.listening_lost()
+    core.listening_started()
+    core.end_load(lost, None)
+    assert core.stats().missing == 0
+
+
+def test_truncate_empties_the_cache(conn: Conn, make_cache: MakeCache) -> None:
+    for slug in ["acme", "beta"]:
+        tenants.create(conn, slug, slug.title())
+    cache = make_cache()
+    for slug in ["acme", "beta", "ghost"]:
+        cached(cache, slug)
+    conn.execute("TRUNCATE tenants")
+    eventually(lambda: cache.stats().size + cache.stats().missing == 0, "everything dropped")
+    assert cache.get("acme") is None
+
+
+# --- concurrency, bounds ---------------------------------------------------------------------
+
+
+def test_readers_and_a_writer_agree_with_the_database_in_the_end(
+    conn: Conn, make_cache: MakeCache
+) -> None:
+    slugs = [f"tenant-{n}" for n in range(5)]
+    for slug in slugs:
+        tenants.create(conn, slug, "v0")
+    cache = make_cache()
+    seen: dict[str, set[str]] = {slug: set() for slug in slugs}
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                for slug in slugs:
+                    tenant = cache.get(slug)
+                    assert tenant is not None
+                    seen[slug].add(tenant.name)
+        except BaseException as exc:
+            failures.append(exc)
+
+    readers = [threading.Thread(target=read) for _ in range(8)]
+    for reader in readers:
+        reader.start()
+    for version in range(1, 31):
+        tenants.update(conn, slugs[version % len(slugs)], name=f"v{version}")
+    for slug in slugs:
+        served(cache, conn, slug)
+    stop.set()
+    for reader in readers:
+        reader.join()
+    assert failures == []
+    written = {f"v{n}" for n in range(31)}
+    assert all(names <= written for names in seen.values())  # nothing made up
+
+
+def test_size_is_bounded_and_the_least_recently_used_go_first(
+    conn: Conn, make_cache: MakeCache
+) -> None:
+    for n in range(30):
+        tenants.create(conn, f"tenant-{n}", "T")
+    cache = make_cache(max_size=10, max_missing=5)
+    for n in range(30):
+        cache.get(f"tenant-{n}")
+        cache.get("tenant-0")  # used all along: kept
+        cache.get(f"ghost-{n}")
+    stats = cache.stats()
+    assert (stats.size, stats.missing) == (10, 5)
+    assert cached(cache, "tenant-0") is not None
+    assert cached(cache, "tenant-29") is not None
+    loads = cache.stats().loads
+    cache.get("tenant-1")  # dropped long ago
+    assert cache.stats().loads == loads + 1
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"max_size": 0}, {"max_missing": -1}, {"ttl": 0}, {"ttl": float("inf")}, {"heartbeat": "1"}],
+)
+def test_bad_options_are_refused(make_cache: MakeCache, options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(options))):
+        make_cache(**options)
+
+
+# --- where it listens --------------------------------------------------------------------------
+
+
+def test_a_pool_through_pgbouncer_needs_a_direct_listen_target(
+    conn: Conn, target: Target, pgbouncer: PgBouncer, make_cache: MakeCache
+) -> None:
+    pooled = pgbouncer.target(target.dbname)
+    with pytest.raises(ConfigurationError, match="listen="):
+        make_cache(pool_target=pooled)
+    with pytest.raises(ConfigurationError, match="pooler"):
+        make_cache(listen=pooled)
+    tenants.create(conn, "acme", "Acme")
+    cache = make_cache(pool_target=pooled, listen=target)
+    cached(cache, "acme")
+    tenants.update(conn, "acme", name="Through the pooler")
+    served(cache, conn, "acme")
+
+
+def test_a_database_that_does_not_announce_changes_is_refused(
+    conn: Conn, make_cache: MakeCache
+) -> None:
+    conn.execute("ALTER TABLE tenants DISABLE TRIGGER tenants_notify_delete")
+    with pytest.raises(NotMigrated, match="3 of the 4 triggers"):
+        make_cache()
+
+
+def test_an_unreachable_listen_target_is_database_unavailable(
+    target: Target, make_cache: MakeCache
+) -> None:
+    nowhere = Target.from_params(**(target.params | {"dbname": "dbtools_no_such_db"}))
+    with pytest.raises(DatabaseUnavailable):
+        make_cache(listen=nowhere)
+
+
+def test_close_stops_the_listener_and_refuses_lookups(conn: Conn, make_cache: MakeCache) -> None:
+    tenants.create(conn, "acme", "Acme")
+    cache = make_cache()
+    cached(cache, "acme")
+    listener_pid(conn)
+    cache.close()
+    cache.close()  # again: nothing
+    eventually(
+        lambda: (
+            conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (LISTENER,)
+            ).fetchone()
+            == (0,)
+        ),
+        "the listening session ends",
+    )
+    with pytest.raises(CacheClosed):
+        cache.get("acme")
+    assert cache.get("Not A Slug") is None  # still never reaches the database
+
+
+# --- the property --------------------------------------------------------------------------------
+
+SLUGS = ["acme", "beta", "gamma"]
+OPERATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["create", "rename", "name", "settings", "suspend", "activate", "delete"]),
+        st.sampled_from(SLUGS),
+        st.sampled_from(SLUGS),
+        st.integers(0, 3),
+    ),
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(operations=OPERATIONS)
+def test_the_cached_answer_is_the_uncached_one_after_any_changes(
+    conn: Conn, make_cache: MakeCache, operations: list[tuple[str, str, str, int]]
+) -> None:
+    conn.execute("TRUNCATE tenants")
+    cache = make_cache()
+    for kind, slug, other, number in operations:
+        for each in SLUGS:
+            cache.get(each)  # hold every slug, found or missing, before each change
+        # Refused changes (a duplicate, a missing tenant) leave the connection usable.
+        with contextlib.suppress(DbToolsError, psycopg.Error):
+            _apply(conn, kind, slug, other, number)
+        for each in SLUGS:
+            served(cache, conn, each)
+    cache.close()
+
+
+def _apply(conn: Conn, kind: str, slug: str, other: str, number: int) -> None:
+    if kind == "create":
+        tenants.create(conn, slug, f"Tenant {number}")
+    elif kind == "rename":
+        conn.execute("UPDATE tenants SET slug = %s WHERE slug = %s", (other, slug))
+    elif kind == "name":
+        tenants.update(conn, slug, name=f"Name {number}")
+    elif kind == "settings":
+        tenants.update(conn, slug, settings={"n": number})
+    elif kind == "suspend":
+        tenants.suspend(conn, slug)
+    elif kind == "activate":
+        tenants.activate(conn, slug)
+    else:
+        tenants.delete(conn, slug)
