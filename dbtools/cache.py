@@ -34,13 +34,15 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import select
 import socket
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, LiteralString
 
@@ -163,6 +165,7 @@ class CacheCore:
         self._listening = False
         self._closed = False
         self._hits = self._loads_done = self._invalidations = self._losses = 0
+        _caches.add(self)
         self._start()
 
     def _start(self) -> None:
@@ -177,15 +180,20 @@ class CacheCore:
         entry = self._found.get(slug)
         if entry is not None:
             if entry[1] > time.monotonic():
-                with suppress(KeyError):  # dropped by another thread meanwhile
+                # try/except, not contextlib.suppress: it would double the cost of a hit.
+                try:  # noqa: SIM105
                     self._found.move_to_end(slug)
+                except KeyError:  # dropped by another thread meanwhile
+                    pass
                 self._hits += 1
                 return entry[0]
             return MISS  # expired: the load that follows replaces it
         expiry = self._missing.get(slug)
         if expiry is not None and expiry > time.monotonic():
-            with suppress(KeyError):
+            try:  # noqa: SIM105
                 self._missing.move_to_end(slug)
+            except KeyError:
+                pass
             self._hits += 1
             return None
         return MISS
@@ -311,6 +319,21 @@ class CacheCore:
             "tenant cache: listening again on %s (entries dropped)", self._listen_target.describe()
         )
 
+    def _forked(self) -> None:
+        """In a child process made by fork(): the listener (a thread, or a task, and its
+        connection) stayed in the parent, so nothing here may be trusted or kept; lookups go to
+        the database. Make caches after forking (gunicorn: in each worker)."""
+        self._lock = threading.Lock()  # the parent's may have been held by another thread
+        with self._lock:
+            self._listening = False
+            self._reset()
+            self._loads.clear()
+        _logger.warning(
+            "tenant cache: made before fork(), so it cannot listen in this process (%d): every "
+            "lookup goes to the database; make the cache in each process instead",
+            os.getpid(),
+        )
+
     @property
     def listening(self) -> bool:
         """Whether the cache listens, and so answers from memory."""
@@ -328,6 +351,18 @@ class CacheCore:
                 listening=self._listening,
                 listener_losses=self._losses,
             )
+
+
+# Every cache of this process, so that a child made by fork() can stop trusting them.
+_caches: weakref.WeakSet[CacheCore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_caches):
+        cache._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def listen_target(pool_target: Target | None, listen: Target | str | None) -> Target:
@@ -401,6 +436,7 @@ class TenantCache(CacheCore):
 
     def _start(self) -> None:
         """Connect and listen, then hand the connection to the listener thread."""
+        self._pid = os.getpid()
         self._closing = threading.Event()
         # Written to on close(), to wake the listener from its wait on the connection.
         self._wake_reader, self._wake_writer = socket.socketpair()
@@ -441,9 +477,10 @@ class TenantCache(CacheCore):
         """Stop listening, close the listening connection, drop every entry. Idempotent."""
         if not self._mark_closed():
             return
-        self._closing.set()
-        self._wake_writer.send(b"x")
-        self._thread.join()
+        if self._pid == os.getpid():  # in a child of fork() the listener is the parent's
+            self._closing.set()
+            self._wake_writer.send(b"x")
+            self._thread.join()
         self._wake_reader.close()
         self._wake_writer.close()
 

@@ -9,6 +9,7 @@ are made on a separate connection, or by a separate psql process, as another ser
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 from dbtools import db, tenants
 from dbtools.aio import cache as aio_cache
 from dbtools.aio import db as aio_db
-from dbtools.cache import CacheCore, CacheStats, TenantCache
+from dbtools.cache import MISS, CacheCore, CacheStats, TenantCache
 from dbtools.config import Target
 from dbtools.errors import (
     CacheClosed,
@@ -508,6 +509,37 @@ def test_close_stops_the_listener_and_refuses_lookups(conn: Conn, make_cache: Ma
     assert cache.get("Not A Slug") is None  # still never reaches the database
 
 
+def test_a_child_process_does_not_trust_a_cache_made_before_fork(
+    conn: Conn, make_cache: MakeCache
+) -> None:
+    """The listener stays in the parent: in the child the cache holds nothing and keeps
+    nothing, and closing it there leaves the parent's listening."""
+    tenants.create(conn, "acme", "Acme")
+    cache = make_cache()
+    cached(cache, "acme")
+    listening = listener_pid(conn)
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code, never return into pytest
+        code = 1
+        try:
+            stats = cache.stats()
+            if not stats.listening and stats.size == 0 and cache.core.lookup("acme") is MISS:
+                cache.core.end_load(cache.core.begin_load("acme"), None)  # a load: not kept
+                code = 0 if cache.core.lookup("acme") is MISS else 3
+            else:
+                code = 2
+            if isinstance(cache.core, TenantCache):  # the async one's loop stayed in the parent
+                cache.core.close()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    time.sleep(0.3)  # what the parent's listener would take to notice, and to reconnect
+    assert listener_pid(conn) == listening  # untouched by the child's close()
+    tenants.update(conn, "acme", name="Heard by the parent")
+    served(cache, conn, "acme")
+
+
 # --- the property --------------------------------------------------------------------------------
 
 SLUGS = ["acme", "beta", "gamma"]
@@ -557,3 +589,18 @@ def _apply(conn: Conn, kind: str, slug: str, other: str, number: int) -> None:
         tenants.activate(conn, slug)
     else:
         tenants.delete(conn, slug)
+
+
+def test_an_async_cache_that_was_never_opened_says_so(target: Target) -> None:
+    """Without ``async with`` (or open()) nothing listens: lookups are refused, not silently
+    served uncached."""
+    loop = EventLoopThread()
+    try:
+        pool = loop.run(aio_db.create_pool(target))
+        cache = aio_cache.TenantCache(pool)
+        with pytest.raises(CacheClosed, match="not open"):
+            loop.run(cache.get_by_slug("acme"))
+        assert loop.run(cache.get_by_slug("Not A Slug")) is None
+        loop.run(pool.close())
+    finally:
+        loop.stop()

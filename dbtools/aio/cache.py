@@ -37,7 +37,7 @@ from dbtools.cache import (
     through_pooler,
 )
 from dbtools.db import error_for
-from dbtools.errors import DbToolsError
+from dbtools.errors import CacheClosed, DbToolsError
 from dbtools.slugs import is_valid_slug
 from dbtools.tenants import Tenant
 
@@ -72,15 +72,25 @@ class TenantCache(CacheCore):
             return found  # type: ignore[return-value]
         if not is_valid_slug(slug):
             return None
+        if self._task is None:
+            self._check_opened()
         with self.loading(slug) as load:
             async with self._pool.connection() as conn:
                 load.answer = await tenants.get_by_slug(conn, slug)
         return load.answer
 
+    def _check_opened(self) -> None:
+        """Raise :class:`CacheClosed` if the cache is closed, or was never opened."""
+        self.check_open()
+        raise CacheClosed(
+            "the tenant cache is not open: use `async with TenantCache(pool)`, or await open()"
+        )
+
     async def _uncached(self, slug: object) -> Tenant | None:
         if not is_valid_slug(slug):
             return None
-        self.check_open()
+        if self._task is None:
+            self._check_opened()
         async with self._pool.connection() as conn:
             return await tenants.get_by_slug(conn, str(slug))
 
