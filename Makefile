@@ -19,6 +19,7 @@ help: ## list the targets
 UV := $(BIN)/uv
 RUNTIME := $(VENV)/.runtime
 DEV := $(VENV)/.dev
+BENCH := $(VENV)/.bench
 
 $(UV):
 	$(PYTHON) -m venv --without-pip $(VENV)
@@ -31,6 +32,10 @@ $(RUNTIME): pyproject.toml | $(UV)
 
 $(DEV): $(RUNTIME)
 	$(UV) pip install --quiet --python $(BIN)/python -e '.[dev]'
+	touch $@
+
+$(BENCH): $(DEV)
+	$(UV) pip install --quiet --python $(BIN)/python -e '.[dev,bench]'
 	touch $@
 
 demo: $(RUNTIME) ## set everything up, migrate, seed, print the demo tenant
@@ -82,8 +87,10 @@ test: lint typecheck ## lint, type-check, the suite against a real PostgreSQL, d
 
 check: test ## exactly what CI runs
 
-bench: $(DEV) migrate ## benchmarks (medians side by side): tenants.get_by_slug vs raw psycopg
+bench: $(BENCH) migrate ## benchmarks (medians and spread): get_by_slug, the tenant cache, async vs asyncpg
 	$(BIN)/python bench/get_by_slug.py
+	$(BIN)/python bench/cache.py
+	$(BIN)/python bench/aio_get_by_slug.py
 
 clean: $(RUNTIME) ## delete the embedded cluster (data included) and the virtualenv
 	$(DBTOOLS) db delete --yes
