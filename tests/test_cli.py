@@ -145,6 +145,7 @@ EXAMPLES: list[tuple[errors.DbToolsError, Exit]] = [
     (errors.Refused("new row violates check constraint", constraint="x_check"), Exit.DOMAIN),
     (errors.ImportFailed("x.csv", []), Exit.DOMAIN),
     (errors.SchemaDrift([]), Exit.DOMAIN),
+    (errors.CacheClosed("x"), Exit.DOMAIN),
 ]
 
 
