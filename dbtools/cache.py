@@ -35,23 +35,24 @@ from __future__ import annotations
 import logging
 import math
 import os
-import select
+import selectors
 import socket
 import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, LiteralString
 
 import psycopg
 from psycopg.pq import ConnStatus, ExecStatus
+from psycopg.pq.abc import PGconn
 
 from dbtools import db, tenants
 from dbtools.config import Target, resolve
-from dbtools.errors import CacheClosed, ConfigurationError, DbToolsError, NotMigrated
+from dbtools.errors import CacheClosed, ConfigurationError, NotMigrated
 from dbtools.slugs import is_valid_slug
 from dbtools.tenants import Tenant
 
@@ -67,22 +68,33 @@ NOTIFY_TRIGGERS: Final = (
     "tenants_notify_truncate",
 )
 LISTEN: LiteralString = "LISTEN dbtools_tenants"
-# How many of the notify triggers exist and fire for ordinary sessions (enabled, not only for
-# replication), on the tenants table the search path finds.
-ANNOUNCING_TRIGGERS: LiteralString = """
-    SELECT count(*)
-    FROM pg_catalog.pg_trigger
-    WHERE tgrelid = 'tenants'::regclass
-      AND tgname = ANY(%(names)s)
-      AND tgenabled IN ('O', 'A')
+# What the listener checks when it connects, and again with each heartbeat: how many of the
+# notify triggers are on the tenants table the search path finds, enabled for ordinary sessions
+# (not only for replication); and which database, of which cluster (a standby shares its
+# primary's system identifier), it is in.
+LISTENER_CHECK: LiteralString = """
+    SELECT (SELECT count(*)
+            FROM pg_catalog.pg_trigger
+            WHERE tgrelid = 'tenants'::regclass
+              AND tgname IN ('tenants_notify_insert', 'tenants_notify_update',
+                             'tenants_notify_delete', 'tenants_notify_truncate')
+              AND tgenabled IN ('O', 'A')),
+           current_database(),
+           (SELECT system_identifier FROM pg_catalog.pg_control_system())::text
 """
-ANNOUNCING: Final = (ANNOUNCING_TRIGGERS, {"names": list(NOTIFY_TRIGGERS)})
-HEARTBEAT_QUERY: Final = b"SELECT 1"
+# Which database the pool's connections reach: the listener must hear that one's changes.
+POOL_CHECK: LiteralString = """
+    SELECT current_database(),
+           (SELECT system_identifier FROM pg_catalog.pg_control_system())::text
+"""
 
 DEFAULT_MAX_SIZE = 10_000
 DEFAULT_MAX_MISSING = 10_000
 DEFAULT_TTL = 300.0  # seconds
 DEFAULT_HEARTBEAT = 5.0  # seconds
+MAX_HEARTBEAT = 3600.0  # seconds
+CLOSE_WAIT = 1.0  # seconds close() waits for a listener thread that is busy connecting
+COMPLAIN_EVERY = 60.0  # seconds between warnings that the listener still cannot listen
 RETRY_FIRST, RETRY_MAX = 0.1, 5.0  # seconds between attempts to listen again, doubling
 # TCP keepalives for the listening connection, unless its URL sets them: a peer that vanished
 # without closing the connection is noticed by the kernel too, not only by the heartbeat;
@@ -104,6 +116,7 @@ class CacheStats:
 
     hits: int  # answered from memory, a missing tenant included
     loads: int  # answered by the database
+    notifications: int  # changes announced by the database, as heard by the listener
     invalidations: int  # entries dropped because the database announced a change
     size: int  # tenants held
     missing: int  # slugs held as having no tenant
@@ -121,11 +134,12 @@ MISS: Final = _Miss()
 class _Load:
     """A lookup of ``slug`` in the database, registered before its query is sent."""
 
-    __slots__ = ("answer", "epoch", "slug", "void")
+    __slots__ = ("answer", "epoch", "keep", "slug", "void")
 
     def __init__(self, slug: str, epoch: int) -> None:
         self.slug, self.epoch, self.void = slug, epoch, False
         self.answer: Tenant | None = None  # what the database said
+        self.keep = True  # False for an answer from a standby
 
 
 class CacheCore:
@@ -151,6 +165,8 @@ class CacheCore:
                 raise ValueError(f"{name} must be a number of seconds, not {seconds!r}")
             if not 0 < seconds < math.inf:
                 raise ValueError(f"{name} must be a positive number of seconds, not {seconds!r}")
+        if heartbeat > MAX_HEARTBEAT:
+            raise ValueError(f"heartbeat must be at most {MAX_HEARTBEAT:g} s, not {heartbeat!r}")
         self.max_size, self.max_missing = max_size, max_missing
         self.ttl, self.heartbeat = float(ttl), float(heartbeat)
         self._pool = pool
@@ -165,6 +181,10 @@ class CacheCore:
         self._listening = False
         self._closed = False
         self._hits = self._loads_done = self._invalidations = self._losses = 0
+        self._notifications = 0
+        self._source: tuple[str, str] | None = None  # (database, system identifier) heard
+        self._complaint: tuple[str, float] = ("", 0.0)  # the last reason not to listen, when
+        self._warned_standby = False
         _caches.add(self)
         self._start()
 
@@ -221,7 +241,10 @@ class CacheCore:
         except BaseException:
             self.abandon(load)
             raise
-        self.end_load(load, load.answer)
+        if load.keep:
+            self.end_load(load, load.answer)
+        else:
+            self.abandon(load)
 
     def end_load(self, load: _Load, tenant: Tenant | None) -> None:
         """Keep what the database answered for ``load``, unless a change of its slug was
@@ -243,6 +266,21 @@ class CacheCore:
                 if len(self._found) > self.max_size:
                     self._found.popitem(last=False)
 
+    def answered_by(self, load: _Load, pgconn: PGconn) -> None:
+        """Note which server answered ``load``: a standby's answer is served, never kept. A
+        change is announced by the primary, maybe before the standby replays it; a reload
+        from the standby then would keep the old row (PostgreSQL 14 and later say which a
+        server is, with every connection: in_hot_standby)."""
+        if pgconn.parameter_status(b"in_hot_standby") != b"on":
+            return
+        load.keep = False
+        if not self._warned_standby:
+            self._warned_standby = True
+            _logger.warning(
+                "tenant cache: the pool reads from a standby; its answers are served but not "
+                "kept (give the cache a pool on the primary to cache)"
+            )
+
     def abandon(self, load: _Load) -> None:
         """Forget ``load``, which failed."""
         with self._lock:
@@ -260,6 +298,7 @@ class CacheCore:
         spaces, or ``*`` for every tenant."""
         slugs = payload.split()
         with self._lock:
+            self._notifications += 1
             if EVERY_TENANT in slugs:
                 self._invalidations += len(self._found) + len(self._missing)
                 self._reset()
@@ -319,6 +358,50 @@ class CacheCore:
             "tenant cache: listening again on %s (entries dropped)", self._listen_target.describe()
         )
 
+    def _cannot_listen(self, exc: BaseException) -> None:
+        """An attempt to listen again failed: a warning when the reason is new, or once a
+        minute while it lasts (a changed password, a rolled-back migration do not go away)."""
+        reason, now = first_line(exc), time.monotonic()
+        if reason != self._complaint[0] or now - self._complaint[1] >= COMPLAIN_EVERY:
+            self._complaint = (reason, now)
+            _logger.warning(
+                "tenant cache: cannot listen on %s yet (%s); serving tenants from the database",
+                self._listen_target.describe(),
+                reason,
+            )
+        else:
+            _logger.debug("tenant cache: cannot listen yet: %s", reason)
+
+    def check_listener(self, row: Sequence[Any] | None) -> None:
+        """Check the answer to :data:`LISTENER_CHECK`: every notify trigger is there and
+        enabled, and the database is the one heard so far. Raises NotMigrated or
+        ConfigurationError."""
+        target = self._listen_target
+        count = 0 if row is None else int(row[0])
+        if row is None or count != len(NOTIFY_TRIGGERS):
+            raise NotMigrated(
+                f"{target.describe()} does not announce changes of tenants ({count} of the "
+                f"{len(NOTIFY_TRIGGERS)} triggers of migration 0006_notify-tenant-changes are "
+                "there and enabled): run `dbtools migrate`, or enable them, before caching tenants"
+            )
+        self._check_same(tuple(row[1:]), "the listening connection")
+
+    def check_pool(self, row: Sequence[Any] | None) -> None:
+        """Check the answer of a pool connection to :data:`POOL_CHECK`: the database the
+        listener hears."""
+        self._check_same(tuple(row or ()), "the pool")
+
+    def _check_same(self, source: tuple[Any, ...], who: str) -> None:
+        heard = (str(source[0]), str(source[1])) if len(source) == 2 else ("?", "?")
+        if self._source is None:
+            self._source = heard
+        elif heard != self._source:
+            raise ConfigurationError(
+                f"{who} reaches database {heard[0]!r} (system {heard[1]}), but the tenant "
+                f"cache listens to database {self._source[0]!r} (system {self._source[1]}): "
+                "listen= must name the database the pool reads"
+            )
+
     def _forked(self) -> None:
         """In a child process made by fork(): the listener (a thread, or a task, and its
         connection) stayed in the parent, so nothing here may be trusted or kept; lookups go to
@@ -345,6 +428,7 @@ class CacheCore:
             return CacheStats(
                 hits=self._hits,
                 loads=self._loads_done,
+                notifications=self._notifications,
                 invalidations=self._invalidations,
                 size=len(self._found),
                 missing=len(self._missing),
@@ -370,17 +454,19 @@ def listen_target(pool_target: Target | None, listen: Target | str | None) -> Ta
     that names several hosts, the one that is writable: ``NOTIFY`` is not replicated, and a
     standby refuses ``LISTEN``."""
     if listen is not None:
-        return resolve(listen, origin="the listen URL of the tenant cache")
-    if pool_target is None:
+        target = resolve(listen, origin="the listen URL of the tenant cache")
+    elif pool_target is not None:
+        target = pool_target
+    else:
         raise ConfigurationError(
             "the tenant cache cannot tell where the pool connects: give it a pool made by "
             "dbtools.db.create_pool, or the database URL to listen on as listen="
         )
-    params = pool_target.params
-    if len(pool_target.hosts) > 1 and params.get("target_session_attrs", "any") == "any":
+    params = target.params
+    if len(target.hosts) > 1 and params.get("target_session_attrs", "any") == "any":
         params["target_session_attrs"] = "read-write"
-        return Target.from_params(origin=pool_target.origin, **params)
-    return pool_target
+        return Target.from_params(origin=target.origin, **params)
+    return target
 
 
 def listener_kwargs(target: Target) -> dict[str, Any]:
@@ -406,17 +492,56 @@ def through_pooler(target: Target, derived: bool) -> ConfigurationError:
     )
 
 
-def check_announcing(target: Target, row: tuple[Any, ...] | None) -> None:
-    """Raise :class:`NotMigrated` unless ``row``, the answer to :data:`ANNOUNCING`, counts
-    every notify trigger: the tenants table does not announce its changes."""
-    count = 0 if row is None else int(row[0])
-    if count == len(NOTIFY_TRIGGERS):
-        return
-    raise NotMigrated(
-        f"{target.describe()} does not announce changes of tenants ({count} of the "
-        f"{len(NOTIFY_TRIGGERS)} triggers of migration 0006_notify-tenant-changes are there and "
-        "enabled): run `dbtools migrate`, or enable them, before caching tenants"
-    )
+class Relay:
+    """The listening connection once it listens, without the waiting (the thread-based cache
+    waits with selectors, the asyncio one with the event loop): it hands each notification to
+    the cache, and sends :data:`LISTENER_CHECK` as a heartbeat every half ``heartbeat``. A
+    heartbeat unanswered for another half, a failed check, or a lost connection raises, so a
+    connection that died silently is noticed within ``heartbeat`` seconds."""
+
+    def __init__(self, cache: CacheCore, pgconn: PGconn) -> None:
+        self.cache, self.pgconn = cache, pgconn
+        self.half = cache.heartbeat / 2
+        self.sent_at: float | None = None  # when the heartbeat awaiting its answer was sent
+        self.next_beat = time.monotonic() + self.half
+
+    def wait(self) -> float:
+        """Send the heartbeat if it is due; how long to wait for the connection to be readable
+        before calling :meth:`step`."""
+        now = time.monotonic()
+        if self.sent_at is None and now >= self.next_beat:
+            self.pgconn.send_query(LISTENER_CHECK.encode())
+            self.sent_at = now
+        if self.sent_at is None:
+            return max(0.0, self.next_beat - now)
+        self.pgconn.flush()  # nonblocking: what the socket did not take goes now
+        return max(0.0, self.sent_at + self.half - now)
+
+    def step(self, readable: bool) -> None:
+        """Take what arrived when the connection is ``readable``; raise when it is lost, or
+        the heartbeat failed or is overdue."""
+        pgconn = self.pgconn
+        if readable:
+            pgconn.consume_input()  # raises OperationalError once the connection is gone
+            while (notice := pgconn.notifies()) is not None:
+                self.cache.invalidate(notice.extra.decode("utf-8", "replace"))
+            if self.sent_at is not None and not pgconn.is_busy():
+                self.cache.check_listener(self._answer())
+                self.sent_at, self.next_beat = None, time.monotonic() + self.half
+        if pgconn.status != ConnStatus.OK:
+            raise psycopg.OperationalError("the server closed the connection")
+        if self.sent_at is not None and time.monotonic() - self.sent_at >= self.half:
+            raise psycopg.OperationalError(f"no answer to a heartbeat within {self.half:g} s")
+
+    def _answer(self) -> tuple[str, ...] | None:
+        row: tuple[str, ...] | None = None
+        while (result := self.pgconn.get_result()) is not None:
+            if result.status != ExecStatus.TUPLES_OK:
+                reason = result.error_message.decode("utf-8", "replace").strip()
+                raise psycopg.OperationalError(reason or "the heartbeat failed")
+            if result.ntuples == 1:
+                row = tuple((result.get_value(0, column) or b"").decode() for column in range(3))
+        return row
 
 
 class TenantCache(CacheCore):
@@ -424,14 +549,16 @@ class TenantCache(CacheCore):
 
     ``pool`` serves the lookups the cache cannot answer; ``listen`` is where the listening
     connection goes (default: where the pool goes, which must then be PostgreSQL itself, not a
-    transaction pooler). At most ``max_size`` tenants and ``max_missing`` slugs without a tenant
-    are held, the least recently used dropped first; each for ``ttl`` seconds at most. The
-    listening connection is checked every ``heartbeat`` seconds.
+    transaction pooler; of several hosts, the writable one). At most ``max_size`` tenants and
+    ``max_missing`` slugs without a tenant are held, the least recently used dropped first;
+    each for ``ttl`` seconds at most. A connection that dies silently is noticed within
+    ``heartbeat`` seconds (at most 3600).
 
     Making the cache connects and listens, or raises: :class:`ConfigurationError` when the
-    listening connection goes through a pooler, :class:`NotMigrated` when the database does not
-    announce changes, :class:`DatabaseUnavailable` when it cannot be reached. Close it (or use
-    it as a context manager) to stop its thread and connection.
+    listening connection goes through a pooler or reaches another database than the pool,
+    :class:`NotMigrated` when the database does not announce changes,
+    :class:`DatabaseUnavailable` when it cannot be reached. Close it (or use it as a context
+    manager) to stop its thread and connection.
     """
 
     def _start(self) -> None:
@@ -442,6 +569,12 @@ class TenantCache(CacheCore):
         self._wake_reader, self._wake_writer = socket.socketpair()
         try:
             conn = self._open_listener()
+            try:
+                with self._pool.connection() as pooled:
+                    self.check_pool(pooled.execute(POOL_CHECK).fetchone())
+            except BaseException:
+                conn.close()
+                raise
         except BaseException:
             self._wake_reader.close()
             self._wake_writer.close()
@@ -455,33 +588,33 @@ class TenantCache(CacheCore):
     def get_by_slug(self, slug: str) -> Tenant | None:
         """The tenant with ``slug``, or None: what :func:`dbtools.tenants.get_by_slug` returns,
         from memory when the cache holds it. Raises :class:`CacheClosed` after :meth:`close`."""
-        if type(slug) is not str:  # a str subclass may hash and compare as it likes
-            return self._uncached(slug)
-        found = self.lookup(slug)
-        if found is not MISS:
-            return found  # type: ignore[return-value]
+        if type(slug) is str:  # a str subclass may hash and compare as it likes: not held
+            found = self.lookup(slug)
+            if found is not MISS:
+                return found  # type: ignore[return-value]
+        self.check_open()
         if not is_valid_slug(slug):
             return None
+        if type(slug) is not str:
+            with self._pool.connection() as conn:
+                return tenants.get_by_slug(conn, slug)
         with self.loading(slug) as load, self._pool.connection() as conn:
             load.answer = tenants.get_by_slug(conn, slug)
+            self.answered_by(load, conn.pgconn)
         return load.answer
 
-    def _uncached(self, slug: object) -> Tenant | None:
-        if not is_valid_slug(slug):
-            return None
-        self.check_open()
-        with self._pool.connection() as conn:
-            return tenants.get_by_slug(conn, str(slug))
-
     def close(self) -> None:
-        """Stop listening, close the listening connection, drop every entry. Idempotent."""
+        """Stop listening, close the listening connection, drop every entry. Idempotent. Waits
+        a second at most: a listener busy connecting to a server that does not answer closes
+        its connection, in its daemon thread, once it has one."""
         if not self._mark_closed():
             return
-        if self._pid == os.getpid():  # in a child of fork() the listener is the parent's
+        if self._pid == os.getpid():
             self._closing.set()
             self._wake_writer.send(b"x")
-            self._thread.join()
-        self._wake_reader.close()
+            self._thread.join(CLOSE_WAIT)  # the thread closes the reading end
+        else:  # in a child of fork() the listener is the parent's: leave it be
+            self._wake_reader.close()
         self._wake_writer.close()
 
     def __enter__(self) -> TenantCache:
@@ -498,11 +631,11 @@ class TenantCache(CacheCore):
         try:
             if db.behind_pooler(conn):
                 raise through_pooler(target, self._listen_derived)
-            check_announcing(target, conn.execute(*ANNOUNCING).fetchone())
+            self.check_listener(conn.execute(LISTENER_CHECK).fetchone())
             conn.execute(LISTEN)
         except psycopg.Error as exc:
+            mapped = db.error_for(exc, conn)  # before closing: it reads the connection
             conn.close()
-            mapped = db.error_for(exc, conn)
             if mapped is None:
                 raise
             raise mapped from exc
@@ -511,68 +644,49 @@ class TenantCache(CacheCore):
             raise
         return conn
 
-    def _listen(self, conn: psycopg.Connection[Any]) -> None:
-        """The thread: relay notifications; when the connection is lost, listen again."""
-        while True:
+    def _listen(self, conn: psycopg.Connection[Any] | None) -> None:
+        """The thread: relay notifications; when the connection is lost, listen again. Any
+        failure counts as a loss: the thread never ends while the cache trusts its entries."""
+        while conn is not None:
             try:
                 self._relay(conn)
-            except (psycopg.Error, OSError) as exc:
+            except Exception as exc:  # whatever it is, the channel is silent
                 self._lost(exc)
             finally:
                 conn.close()
-            if self._closing.is_set():
-                return
-            reconnected = self._reconnect()
-            if reconnected is None:
-                return
-            conn = reconnected
-            self._back()
+            conn = self._reconnect()
+            if conn is not None:
+                self._back()
+        self._wake_reader.close()
 
     def _reconnect(self) -> psycopg.Connection[Any] | None:
         """A new listening connection, tried with a growing delay; None when closing."""
         delay = RETRY_FIRST
         while not self._closing.wait(delay):
             try:
-                return self._open_listener()
-            except (DbToolsError, psycopg.Error, OSError) as exc:
-                _logger.debug("tenant cache: cannot listen yet: %s", first_line(exc))
+                conn = self._open_listener()
+            except Exception as exc:  # said, and tried again
+                self._cannot_listen(exc)
+            else:
+                if not self._closing.is_set():
+                    return conn
+                conn.close()
+                return None
             delay = min(delay * 2, RETRY_MAX)
         return None
 
     def _relay(self, conn: psycopg.Connection[Any]) -> None:
-        """Hand every notification to the cache until closing; raise when the connection is
-        lost or leaves a heartbeat unanswered for ``heartbeat`` seconds. libpq is driven
-        directly, so that the wait can also watch for close()."""
-        pgconn = conn.pgconn
-        sock = pgconn.socket
-        sent_at: float | None = None  # when the unanswered heartbeat was sent
-        next_beat = time.monotonic() + self.heartbeat
-        while not self._closing.is_set():
-            now = time.monotonic()
-            if sent_at is None and now >= next_beat:
-                pgconn.send_query(HEARTBEAT_QUERY)
-                sent_at = now
-            deadline = next_beat if sent_at is None else sent_at + self.heartbeat
-            wake = self._wake_reader.fileno()
-            ready, _, _ = select.select([sock, wake], [], [], max(0.0, deadline - time.monotonic()))
-            if wake in ready:
-                return
-            if sock in ready:
-                pgconn.consume_input()  # raises OperationalError once the connection is gone
-                while (notice := pgconn.notifies()) is not None:
-                    self.invalidate(notice.extra.decode("utf-8", "replace"))
-                if sent_at is not None and not pgconn.is_busy():
-                    while (result := pgconn.get_result()) is not None:
-                        if result.status != ExecStatus.TUPLES_OK:
-                            reason = result.error_message.decode("utf-8", "replace").strip()
-                            raise psycopg.OperationalError(reason or "the heartbeat failed")
-                    sent_at, next_beat = None, time.monotonic() + self.heartbeat
-            elif sent_at is not None and time.monotonic() - sent_at >= self.heartbeat:
-                raise psycopg.OperationalError(
-                    f"no answer to a heartbeat within {self.heartbeat:g} s"
-                )
-            if pgconn.status != ConnStatus.OK:
-                raise psycopg.OperationalError("the server closed the connection")
+        """Relay until close() wakes the thread; raise when the connection fails. libpq is
+        driven directly (:class:`Relay`), so that the wait also watches for close()."""
+        relay = Relay(self, conn.pgconn)
+        with selectors.DefaultSelector() as selector:
+            selector.register(conn.pgconn.socket, selectors.EVENT_READ)
+            selector.register(self._wake_reader, selectors.EVENT_READ)
+            while not self._closing.is_set():
+                events = selector.select(relay.wait())
+                if any(key.fileobj is self._wake_reader for key, _ in events):
+                    return
+                relay.step(bool(events))
 
 
 def first_line(exc: BaseException) -> str:

@@ -388,12 +388,18 @@ def opens_transaction(conn: AnyConnection) -> bool:
     return not conn.autocommit and conn.pgconn.transaction_status == _IDLE
 
 
-def raise_failure(conn: psycopg.Connection[Any], exc: psycopg.Error, opened: bool) -> NoReturn:
-    """After ``exc``: roll back the transaction the failed call opened (if ``opened``), then
-    raise the dbtools error for a server failure, or ``exc`` itself."""
+def roll_back_opened(conn: psycopg.Connection[Any], opened: bool) -> None:
+    """After a failed call (an error, or an interruption: Ctrl-C, a cancelled task): roll back
+    the transaction it opened, if ``opened``, so the caller's connection is idle again."""
     if opened and not conn.closed:
         with suppress(psycopg.Error):
             conn.rollback()
+
+
+def raise_failure(conn: psycopg.Connection[Any], exc: psycopg.Error, opened: bool) -> NoReturn:
+    """After ``exc``: roll back the transaction the failed call opened (if ``opened``), then
+    raise the dbtools error for a server failure, or ``exc`` itself."""
+    roll_back_opened(conn, opened)
     mapped = server_failure(exc, conn)
     if mapped is not None:
         raise mapped from exc
@@ -425,7 +431,5 @@ def scope(conn: psycopg.Connection[Any], kind: Scope) -> Iterator[None]:
     except psycopg.Error as exc:
         raise_failure(conn, exc, opened)
     except BaseException:
-        if opened and not conn.closed:
-            with suppress(psycopg.Error):
-                conn.rollback()
+        roll_back_opened(conn, opened)
         raise

@@ -195,7 +195,7 @@ class Cluster:
 
     def _pg_ctl(self, action: str, *options: str) -> subprocess.CompletedProcess[str]:
         command = [self.binaries.tool("pg_ctl"), action, "-D", str(self.placement.data_dir)]
-        return _run_server_tool([*command, *options], self.placement.root)
+        return run_server_tool([*command, *options], self.placement.root)
 
     def _initdb(self) -> None:
         place = self.placement
@@ -212,7 +212,7 @@ class Cluster:
         # TCP listener with trust authentication), only a staging folder the next start clears.
         staging = place.root / "data.initdb"
         shutil.rmtree(staging, ignore_errors=True)
-        result = _run_server_tool(
+        result = run_server_tool(
             [
                 self.binaries.tool("initdb"),
                 "--pgdata",
@@ -441,7 +441,7 @@ def _prepare_dir(folder: Path, mode: int = 0o755) -> None:
         os.chown(folder, user.pw_uid, user.pw_gid, follow_symlinks=False)
 
 
-def _run_server_tool(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_server_tool(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run a PostgreSQL server tool, as the unprivileged server user when we are root.
 
     The tool gets a process group of its own: when dbtools is interrupted (Ctrl-C, SIGTERM), the

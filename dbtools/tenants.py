@@ -40,7 +40,7 @@ from psycopg import pq
 from psycopg.rows import tuple_row
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from dbtools.db import Scope, opens_transaction, raise_failure, scope
+from dbtools.db import Scope, opens_transaction, raise_failure, roll_back_opened, scope
 from dbtools.errors import (
     Conflict,
     DbToolsError,
@@ -422,6 +422,9 @@ def get_by_slug(conn: psycopg.Connection[Any], slug: str) -> Tenant | None:
             return cur.fetchone()
     except psycopg.Error as exc:
         raise_failure(conn, exc, opened)
+    except BaseException:  # interrupted: Ctrl-C, a signal's exception
+        roll_back_opened(conn, opened)
+        raise
 
 
 def get_by_id(conn: psycopg.Connection[Any], tenant_id: UUID) -> Tenant | None:

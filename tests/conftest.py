@@ -34,6 +34,7 @@ from tests.helpers import (
     Cli,
     CliResult,
     PgBouncer,
+    Standby,
     pgbouncer_binary,
     remove_cluster,
     run_python,
@@ -84,6 +85,18 @@ def routing_pgbouncer(_test_server: None) -> Iterator[PgBouncer]:
     """The PgBouncer the code under test goes through under DBTOOLS_TEST_POOLER=pgbouncer
     (enough server connections for a test that holds several transactions at once)."""
     yield from _started_pgbouncer("dbtools-routing-pgbouncer", 20)
+
+
+@pytest.fixture(scope="session")
+def standby(_test_server: None) -> Iterator[Standby]:
+    """A streaming replica of the test cluster, replaying a second behind (one per xdist
+    worker, started by the first test that asks for it)."""
+    replica = Standby(FAST_TMP / f"dbtools-standby-{os.getpid()}")
+    try:
+        replica.start()
+        yield replica
+    finally:
+        replica.stop()
 
 
 @pytest.fixture

@@ -314,9 +314,56 @@ class PgBouncer:
         return "\n".join(text.splitlines()[-lines:])
 
 
+class Standby:
+    """A streaming replica of the embedded test cluster, made with pg_basebackup, that replays
+    each commit ``delay`` after the primary (recovery_min_apply_delay): a standby lagging
+    behind, as read replicas do. Its server runs as the server user, like the test cluster."""
+
+    def __init__(self, folder: Path, delay: str = "1s") -> None:
+        self.folder, self.delay = folder, delay
+
+    def start(self) -> None:
+        if TEST_CLUSTER is None:
+            raise RuntimeError("a standby needs the embedded test cluster")
+        source = SERVER.params
+        self.folder.mkdir(mode=0o777, exist_ok=True)
+        self.folder.chmod(0o777)  # the server user makes its data folder inside
+        tool = TEST_CLUSTER.binaries.tool
+        data, log = self.folder / "data", self.folder / "server.log"
+        settings = (
+            f"port = {source.get('port', '5432')}\n"
+            f"unix_socket_directories = '{self.folder}'\n"
+            f"recovery_min_apply_delay = '{self.delay}'\n"
+        )
+        script = (
+            f"set -e; {tool('pg_basebackup')} -D {data} -R -X stream -c fast "
+            f"-d 'host={source['host']} port={source.get('port', '5432')} user={source['user']}'; "
+            f'printf "{settings}" >> {data}/postgresql.auto.conf; '
+            f"{tool('pg_ctl')} -D {data} -l {log} -w -t 60 -s start"
+        )
+        result = localdb.run_server_tool(["sh", "-c", script], self.folder)
+        if result.returncode != 0:
+            raise RuntimeError(f"the standby did not start: {result.stderr.strip()}")
+
+    def target(self, dbname: str) -> Target:
+        """``dbname`` on the standby."""
+        return Target.from_params(**(SERVER.params | {"host": str(self.folder), "dbname": dbname}))
+
+    def stop(self) -> None:
+        if TEST_CLUSTER is not None and (self.folder / "data").exists():
+            tool = TEST_CLUSTER.binaries.tool("pg_ctl")
+            localdb.run_server_tool(
+                [tool, "-D", str(self.folder / "data"), "-m", "immediate", "-w", "-s", "stop"],
+                self.folder,
+            )
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 class Forwarder:
     """A plain TCP port on 127.0.0.1 that forwards each connection to the test server, as a
-    Docker port mapping or an SSH tunnel does: another port, and no pooling."""
+    Docker port mapping or an SSH tunnel does: another port, and no pooling. :meth:`pause`
+    makes it a black hole, as a network that fails silently is: nothing is forwarded, nothing
+    is refused or closed, until :meth:`resume`."""
 
     def __init__(self, server: Target) -> None:
         params = server.params
@@ -328,27 +375,56 @@ class Forwarder:
             self._family, self._address = socket.AF_INET, (host, port)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
+        self._open = threading.Event()
+        self._open.set()
+        self._closed = False
+        self._sockets: list[socket.socket] = []  # every socket made, closed by close()
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def target(self, dbname: str, **params: str) -> Target:
+        """``dbname`` on the test server, through this forwarder."""
+        return Target.from_params(
+            **(SERVER.params | {"host": "127.0.0.1", "port": str(self.port), "dbname": dbname})
+            | params
+        )
+
+    def pause(self) -> None:
+        self._open.clear()
+
+    def resume(self) -> None:
+        self._open.set()
 
     def _accept(self) -> None:
         with contextlib.suppress(OSError):  # closed
             while True:
                 client, _ = self._listener.accept()
-                upstream = socket.socket(self._family, socket.SOCK_STREAM)
-                upstream.connect(self._address)
-                for source, sink in ((client, upstream), (upstream, client)):
-                    threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+                self._sockets.append(client)
+                threading.Thread(target=self._connect, args=(client,), daemon=True).start()
+
+    def _connect(self, client: socket.socket) -> None:
+        self._open.wait()
+        if self._closed:
+            return
+        upstream = socket.socket(self._family, socket.SOCK_STREAM)
+        self._sockets.append(upstream)
+        upstream.connect(self._address)
+        for source, sink in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                self._open.wait()
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
+        self._closed = True
+        self._open.set()
         self._listener.close()
-
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while data := source.recv(65536):
-            sink.sendall(data)
-    with contextlib.suppress(OSError):
-        sink.shutdown(socket.SHUT_WR)
+        for each in self._sockets:
+            each.close()
 
 
 def replay(events: list[TenantEvent]) -> dict[UUID, dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,10 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dbtools import db, tenants
+from dbtools import db, migrations, tenants
 from dbtools.aio import cache as aio_cache
 from dbtools.aio import db as aio_db
-from dbtools.cache import MISS, CacheCore, CacheStats, TenantCache
+from dbtools.cache import MISS, CacheCore, CacheStats, TenantCache, listen_target
 from dbtools.config import Target
 from dbtools.errors import (
     CacheClosed,
@@ -34,7 +35,15 @@ from dbtools.errors import (
     NotMigrated,
 )
 from dbtools.tenants import Tenant
-from tests.helpers import INJECTION, EventLoopThread, PgBouncer, run_psql
+from tests.helpers import (
+    INJECTION,
+    SERVER,
+    EventLoopThread,
+    Forwarder,
+    PgBouncer,
+    Standby,
+    run_psql,
+)
 
 # Every test takes a direct session: LISTEN needs one (a test below checks the refusal).
 pytestmark = pytest.mark.direct
@@ -247,12 +256,13 @@ def test_a_change_made_by_psql_reaches_the_cache(
 def heard_after(conn: Conn, cache: Cache) -> None:
     """Make a change that the cache hears of, and wait until it has: notifications arrive in
     commit order, so whatever was announced before has been heard too."""
-    if tenants.get_by_slug(conn, "marker") is None:
+    heard = cache.stats().notifications
+    marker = tenants.get_by_slug(conn, "marker")
+    if marker is None:
         tenants.create(conn, "marker", "Marker")
-    cached(cache, "marker")
-    heard = cache.stats().invalidations
-    tenants.update(conn, "marker", name=f"Marker {heard}")
-    eventually(lambda: cache.stats().invalidations > heard, "the marker's change is heard")
+    else:
+        tenants.update(conn, "marker", name=f"Marker {heard}")
+    eventually(lambda: cache.stats().notifications > heard, "the marker's change is heard")
 
 
 def test_a_change_that_changes_nothing_keeps_the_entry(conn: Conn, make_cache: MakeCache) -> None:
@@ -504,9 +514,9 @@ def test_close_stops_the_listener_and_refuses_lookups(conn: Conn, make_cache: Ma
         ),
         "the listening session ends",
     )
-    with pytest.raises(CacheClosed):
-        cache.get("acme")
-    assert cache.get("Not A Slug") is None  # still never reaches the database
+    for slug in ["acme", "Not A Slug", None]:  # whatever is asked, the answer is the same
+        with pytest.raises(CacheClosed):
+            cache.get(slug)
 
 
 def test_a_child_process_does_not_trust_a_cache_made_before_fork(
@@ -538,6 +548,138 @@ def test_a_child_process_does_not_trust_a_cache_made_before_fork(
     assert listener_pid(conn) == listening  # untouched by the child's close()
     tenants.update(conn, "acme", name="Heard by the parent")
     served(cache, conn, "acme")
+
+
+# --- found by an outside probe ------------------------------------------------------------------
+
+
+def test_a_process_with_many_open_files_still_hears_changes(
+    conn: Conn, make_cache: MakeCache
+) -> None:
+    """select() cannot watch a descriptor above 1023, which a busy server process has: the
+    listener died at once, and the cache went stale while saying it listened."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), max(hard, 4096)))
+    padding = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        tenants.create(conn, "acme", "Acme")
+        cache = make_cache()
+        cached(cache, "acme")
+        tenants.update(conn, "acme", name="Heard")
+        served(cache, conn, "acme")
+        assert cache.stats().listening
+    finally:
+        for fd in padding:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_triggers_disabled_while_it_listens_are_noticed_within_a_heartbeat(
+    conn: Conn, make_cache: MakeCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    tenants.create(conn, "acme", "Acme")
+    cache = make_cache(heartbeat=0.5)
+    cached(cache, "acme")
+    conn.execute("ALTER TABLE tenants DISABLE TRIGGER tenants_notify_update")
+    tenants.update(conn, "acme", name="Unannounced")
+    served(cache, conn, "acme")  # the heartbeat finds the trigger off: the cache stops trusting
+    assert not cache.stats().listening
+    eventually(
+        lambda: (
+            ("cannot listen" in caplog.text and "tenants_notify" not in caplog.text)
+            or "0006" in caplog.text
+        ),
+        "a warning says why it cannot listen again",
+    )
+
+
+def test_a_listen_target_in_another_database_is_refused(
+    make_cache: MakeCache, missing_db: Target
+) -> None:
+    migrations.ensure_database(missing_db)
+    migrations.apply(missing_db)  # migrated too: only which database it is tells them apart
+    with pytest.raises(ConfigurationError, match="listen= must name the database the pool"):
+        make_cache(listen=missing_db)
+
+
+def test_a_listen_target_that_is_not_migrated_is_not_migrated(
+    make_cache: MakeCache, missing_db: Target
+) -> None:
+    migrations.ensure_database(missing_db)
+    with pytest.raises(NotMigrated):
+        make_cache(listen=missing_db)
+
+
+def test_several_listen_hosts_mean_the_writable_one() -> None:
+    for listen in ["postgresql://a,b/x", "host=a,b dbname=x target_session_attrs=any"]:
+        assert listen_target(None, listen).params["target_session_attrs"] == "read-write"
+    kept = "postgresql://a,b/x?target_session_attrs=primary"
+    assert listen_target(None, kept).params["target_session_attrs"] == "primary"
+    assert "target_session_attrs" not in listen_target(None, "postgresql://a/x").params
+
+
+def test_a_network_gone_silent_is_noticed_and_close_does_not_hang(
+    conn: Conn, target: Target, make_cache: MakeCache
+) -> None:
+    """Through a forwarder that turns into a black hole: the heartbeat finds the listener
+    deaf, and close() returns though the listener is stuck connecting."""
+    tenants.create(conn, "acme", "Acme")
+    forwarder = Forwarder(SERVER)
+    try:
+        cache = make_cache(listen=forwarder.target(target.dbname), heartbeat=0.5)
+        cached(cache, "acme")
+        forwarder.pause()
+        tenants.update(conn, "acme", name="Sent into the void")
+        eventually(lambda: not cache.stats().listening, "the silence is noticed")
+        served(cache, conn, "acme")
+        time.sleep(0.3)  # a reconnection is under way, and hangs in the black hole
+        started = time.monotonic()
+        cache.close()
+        assert time.monotonic() - started < WITHIN, "close() hung"
+    finally:
+        forwarder.close()
+
+
+def test_a_str_subclass_is_looked_up_by_its_text(conn: Conn, make_cache: MakeCache) -> None:
+    class Disguised(str):
+        __slots__ = ()
+
+        def __str__(self) -> str:
+            return "other"
+
+    acme = tenants.create(conn, "acme", "Acme")
+    tenants.create(conn, "other", "Other")
+    cache = make_cache()
+    assert cache.get(Disguised("acme")) == acme
+
+
+def test_answers_from_a_lagging_standby_are_served_but_never_kept(
+    conn: Conn, target: Target, standby: Standby, make_cache: MakeCache
+) -> None:
+    """The primary announces a change before the standby replays it: a reload from the
+    standby then would keep the old row, and serve it until the ttl."""
+    acme = tenants.create(conn, "acme", "Acme")
+    replica = standby.target(target.dbname)
+    # This very tenant: the standby may still hold the last test's database of the same name.
+    eventually(lambda: _on(replica, "acme") == acme, "the standby has the tenant", within=30)
+    cache = make_cache(pool_target=replica, listen=target)
+    assert getattr(cache.get("acme"), "name", None) == "Acme"
+    tenants.update(conn, "acme", name="Changed")
+    heard_after(conn, cache)  # the change is announced; the standby replays it a second later
+    eventually(
+        lambda: getattr(cache.get("acme"), "name", None) == "Changed", "the standby's new row"
+    )
+    assert cache.stats().size == 0  # nothing was kept
+    assert getattr(_on(replica, "acme"), "name", None) == "Changed"
+
+
+def _on(replica: Target, slug: str) -> Tenant | None:
+    """``slug`` as the standby has it, or None (also while it lacks the database)."""
+    try:
+        with db.connect(replica, autocommit=True) as standby_conn:
+            return tenants.get_by_slug(standby_conn, slug)
+    except DatabaseUnavailable:
+        return None
 
 
 # --- the property --------------------------------------------------------------------------------
@@ -598,9 +740,9 @@ def test_an_async_cache_that_was_never_opened_says_so(target: Target) -> None:
     try:
         pool = loop.run(aio_db.create_pool(target))
         cache = aio_cache.TenantCache(pool)
-        with pytest.raises(CacheClosed, match="not open"):
-            loop.run(cache.get_by_slug("acme"))
-        assert loop.run(cache.get_by_slug("Not A Slug")) is None
+        for slug in ["acme", "Not A Slug"]:
+            with pytest.raises(CacheClosed, match="not open"):
+                loop.run(cache.get_by_slug(slug))
         loop.run(pool.close())
     finally:
         loop.stop()

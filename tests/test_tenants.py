@@ -7,6 +7,7 @@ many values loops over them in that one database, naming the value in each asser
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -28,6 +29,9 @@ from hypothesis import strategies as st
 from psycopg import pq
 from pydantic import ValidationError
 
+from dbtools import db
+from dbtools.aio import tenants as aio_tenants
+from dbtools.config import Target
 from dbtools.errors import (
     DatabaseUnavailable,
     DbToolsError,
@@ -40,7 +44,7 @@ from dbtools.errors import (
     TenantNotFound,
 )
 from dbtools.tenants import Tenant, TenantStatus
-from tests.helpers import INJECTION, row_count, tenants
+from tests.helpers import INJECTION, AsyncBridge, row_count, tenants
 
 # Every test that takes conn or connect runs twice: on dbtools.tenants, and on
 # dbtools.aio.tenants through an AsyncBridge (tests/helpers.py, conftest.py).
@@ -1054,3 +1058,22 @@ def test_numbers_a_float_cannot_hold_survive_a_read_modify_write(conn: Conn) -> 
     tenants.update(conn, "exact", settings={**tenant.settings, "plan": "pro"})
     same = "SELECT settings - 'plan' = %s::jsonb FROM tenants WHERE slug = 'exact'"
     assert conn.execute(same, (written,)).fetchone() == (True,)
+
+
+@pytest.mark.parametrize("call", ["get_by_slug", "get_many", "update"])
+def test_a_cancelled_async_call_leaves_the_connection_idle(target: Target, call: str) -> None:
+    """asyncio.wait_for cancels a call blocked behind a lock: the transaction it opened is
+    rolled back, as after an error, and the connection works (the hot path left it failed)."""
+    calls: dict[str, Callable[[Any], Any]] = {
+        "get_by_slug": lambda c: aio_tenants.get_by_slug(c, "acme"),
+        "get_many": lambda c: aio_tenants.get_many(c, ["acme"]),
+        "update": lambda c: aio_tenants.update(c, "acme", name="Changed"),
+    }
+    with db.connect(target, autocommit=True) as owner, AsyncBridge.connect(target) as bridge:
+        tenants.create(owner, "acme", "Acme")
+        with owner.transaction():
+            owner.execute("LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(TimeoutError):
+                bridge.run(asyncio.wait_for(calls[call](bridge.aconn), 0.3))
+        assert bridge.pgconn.transaction_status == IDLE
+        assert bridge.run(aio_tenants.get_by_slug(bridge.aconn, "acme")) is not None

@@ -16,7 +16,6 @@ See :mod:`dbtools.cache` for how it stays true and what the listening connection
 from __future__ import annotations
 
 import asyncio
-import logging
 from contextlib import suppress
 from typing import Any
 
@@ -25,25 +24,23 @@ import psycopg
 from dbtools.aio import db as aio_db
 from dbtools.aio import tenants
 from dbtools.cache import (
-    ANNOUNCING,
     LISTEN,
+    LISTENER_CHECK,
     MISS,
+    POOL_CHECK,
     RETRY_FIRST,
     RETRY_MAX,
     CacheCore,
-    check_announcing,
-    first_line,
+    Relay,
     listener_kwargs,
     through_pooler,
 )
 from dbtools.db import error_for
-from dbtools.errors import CacheClosed, DbToolsError
+from dbtools.errors import CacheClosed
 from dbtools.slugs import is_valid_slug
 from dbtools.tenants import Tenant
 
 __all__ = ["TenantCache"]
-
-_logger = logging.getLogger("dbtools.cache")
 
 
 class TenantCache(CacheCore):
@@ -60,39 +57,36 @@ class TenantCache(CacheCore):
         if self._task is not None:
             return
         conn = await self._open_listener()
+        try:
+            async with self._pool.connection() as pooled:
+                self.check_pool(await (await pooled.execute(POOL_CHECK)).fetchone())
+        except BaseException:
+            await conn.close()
+            raise
         self.listening_started()
         self._task = asyncio.create_task(self._listen(conn), name="dbtools-tenant-cache")
 
     async def get_by_slug(self, slug: str) -> Tenant | None:
         """As :meth:`dbtools.cache.TenantCache.get_by_slug`, awaited."""
-        if type(slug) is not str:  # a str subclass may hash and compare as it likes
-            return await self._uncached(slug)
-        found = self.lookup(slug)
-        if found is not MISS:
-            return found  # type: ignore[return-value]
+        if type(slug) is str:  # a str subclass may hash and compare as it likes: not held
+            found = self.lookup(slug)
+            if found is not MISS:
+                return found  # type: ignore[return-value]
+        if self._task is None:
+            self.check_open()
+            raise CacheClosed(
+                "the tenant cache is not open: use `async with TenantCache(pool)`, or await open()"
+            )
         if not is_valid_slug(slug):
             return None
-        if self._task is None:
-            self._check_opened()
+        if type(slug) is not str:
+            async with self._pool.connection() as conn:
+                return await tenants.get_by_slug(conn, slug)
         with self.loading(slug) as load:
             async with self._pool.connection() as conn:
                 load.answer = await tenants.get_by_slug(conn, slug)
+                self.answered_by(load, conn.pgconn)
         return load.answer
-
-    def _check_opened(self) -> None:
-        """Raise :class:`CacheClosed` if the cache is closed, or was never opened."""
-        self.check_open()
-        raise CacheClosed(
-            "the tenant cache is not open: use `async with TenantCache(pool)`, or await open()"
-        )
-
-    async def _uncached(self, slug: object) -> Tenant | None:
-        if not is_valid_slug(slug):
-            return None
-        if self._task is None:
-            self._check_opened()
-        async with self._pool.connection() as conn:
-            return await tenants.get_by_slug(conn, str(slug))
 
     async def close(self) -> None:
         """Stop listening, close the listening connection, drop every entry. Idempotent."""
@@ -118,11 +112,11 @@ class TenantCache(CacheCore):
         try:
             if await aio_db.behind_pooler(conn):
                 raise through_pooler(target, self._listen_derived)
-            check_announcing(target, await (await conn.execute(*ANNOUNCING)).fetchone())
+            self.check_listener(await (await conn.execute(LISTENER_CHECK)).fetchone())
             await conn.execute(LISTEN)
         except psycopg.Error as exc:
+            mapped = error_for(exc, conn)  # before closing: it reads the connection
             await conn.close()
-            mapped = error_for(exc, conn)
             if mapped is None:
                 raise
             raise mapped from exc
@@ -132,11 +126,12 @@ class TenantCache(CacheCore):
         return conn
 
     async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """The task: relay notifications; when the connection is lost, listen again."""
+        """The task: relay notifications; when the connection is lost, listen again (until
+        cancelled by close()). Any failure counts as a loss."""
         while True:
             try:
                 await self._relay(conn)
-            except (psycopg.Error, OSError, TimeoutError) as exc:
+            except Exception as exc:  # whatever it is, the channel is silent
                 self._lost(exc)
             finally:
                 await conn.close()
@@ -150,15 +145,23 @@ class TenantCache(CacheCore):
             await asyncio.sleep(delay)
             try:
                 return await self._open_listener()
-            except (DbToolsError, psycopg.Error, OSError) as exc:
-                _logger.debug("tenant cache: cannot listen yet: %s", first_line(exc))
+            except Exception as exc:  # said, and tried again
+                self._cannot_listen(exc)
             delay = min(delay * 2, RETRY_MAX)
 
     async def _relay(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Hand every notification to the cache; raise when the connection is lost or leaves a
-        heartbeat unanswered for ``heartbeat`` seconds. Returns only by cancellation."""
-        while True:
-            async for notice in conn.notifies(timeout=self.heartbeat):
-                self.invalidate(notice.payload)
-            # Notifications that arrive during the heartbeat wait for the next notifies().
-            await asyncio.wait_for(conn.execute("SELECT 1"), self.heartbeat)
+        """Relay until cancelled; raise when the connection fails (see :class:`Relay`)."""
+        relay = Relay(self, conn.pgconn)
+        readable = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        socket = conn.pgconn.socket
+        loop.add_reader(socket, readable.set)
+        try:
+            while True:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(readable.wait(), relay.wait())
+                ready = readable.is_set()
+                readable.clear()
+                relay.step(ready)
+        finally:
+            loop.remove_reader(socket)

@@ -31,7 +31,15 @@ from dbtools.db import (
     unavailable,
 )
 
-__all__ = ["AsyncPool", "behind_pooler", "connect", "create_pool", "raise_failure", "scope"]
+__all__ = [
+    "AsyncPool",
+    "behind_pooler",
+    "connect",
+    "create_pool",
+    "raise_failure",
+    "roll_back_opened",
+    "scope",
+]
 
 
 async def connect(
@@ -164,13 +172,18 @@ async def create_pool(
     return pool
 
 
+async def roll_back_opened(conn: psycopg.AsyncConnection[Any], opened: bool) -> None:
+    """:func:`dbtools.db.roll_back_opened`, awaited."""
+    if opened and not conn.closed:
+        with suppress(psycopg.Error):
+            await conn.rollback()
+
+
 async def raise_failure(
     conn: psycopg.AsyncConnection[Any], exc: psycopg.Error, opened: bool
 ) -> NoReturn:
     """:func:`dbtools.db.raise_failure`, awaited."""
-    if opened and not conn.closed:
-        with suppress(psycopg.Error):
-            await conn.rollback()
+    await roll_back_opened(conn, opened)
     mapped = server_failure(exc, conn)
     if mapped is not None:
         raise mapped from exc
@@ -193,7 +206,5 @@ async def scope(conn: psycopg.AsyncConnection[Any], kind: Scope) -> AsyncIterato
     except psycopg.Error as exc:
         await raise_failure(conn, exc, opened)
     except BaseException:
-        if opened and not conn.closed:
-            with suppress(psycopg.Error):
-                await conn.rollback()
+        await roll_back_opened(conn, opened)
         raise

@@ -21,7 +21,7 @@ from uuid import UUID
 
 import psycopg
 
-from dbtools.aio.db import raise_failure, scope
+from dbtools.aio.db import raise_failure, roll_back_opened, scope
 from dbtools.db import Scope, opens_transaction
 from dbtools.slugs import is_valid_slug
 from dbtools.tenants import (
@@ -80,6 +80,9 @@ async def get_by_slug(conn: AsyncConn, slug: str) -> Tenant | None:
             return await cur.fetchone()
     except psycopg.Error as exc:
         await raise_failure(conn, exc, opened)
+    except BaseException:  # cancelled (a timeout of the caller's), interrupted
+        await roll_back_opened(conn, opened)
+        raise
 
 
 async def get_by_id(conn: AsyncConn, tenant_id: UUID) -> Tenant | None:
