@@ -609,12 +609,12 @@ class TenantCache(CacheCore):
         its connection, in its daemon thread, once it has one."""
         if not self._mark_closed():
             return
-        if self._pid == os.getpid():
+        if self._pid == os.getpid():  # in a child of fork() the listener is the parent's
             self._closing.set()
             self._wake_writer.send(b"x")
-            self._thread.join(CLOSE_WAIT)  # the thread closes the reading end
-        else:  # in a child of fork() the listener is the parent's: leave it be
-            self._wake_reader.close()
+            # A thread still connecting after this checks _closing, and never reads again.
+            self._thread.join(CLOSE_WAIT)
+        self._wake_reader.close()
         self._wake_writer.close()
 
     def __enter__(self) -> TenantCache:
@@ -657,7 +657,6 @@ class TenantCache(CacheCore):
             conn = self._reconnect()
             if conn is not None:
                 self._back()
-        self._wake_reader.close()
 
     def _reconnect(self) -> psycopg.Connection[Any] | None:
         """A new listening connection, tried with a growing delay; None when closing."""
