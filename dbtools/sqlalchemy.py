@@ -29,9 +29,10 @@ a service has no reason to write it through an ORM, and a mapped class would inv
 ``metadata.create_all`` or an autogenerate to create or alter it. It is in
 :data:`MIGRATION_OWNED_TABLES`, so :func:`include_object` keeps a service's autogenerate off it.
 Nor does ``tenant_events``, the audit trail (``sql/0005_audit-tenant-changes.sql``), nor the
-trigger ``tenants_audit`` that writes it: no client writes events (the trigger does, as the
-migration owner; the runtime role may only read them, and a trigger refuses every UPDATE and
-DELETE), so a mapped class would only offer writes that fail; read it with
+triggers ``tenants_audit`` and ``tenants_audit_insert`` (0007) that write it: no client writes
+events (the triggers do, as the migration owner; the runtime role may only read them, and a
+trigger refuses every UPDATE and DELETE), so a mapped class would only offer writes that fail;
+read it with
 ``dbtools.tenants.history``. It is in :data:`MIGRATION_OWNED_TABLES` too.
 Nor the four statement-level triggers ``tenants_notify_insert``, ``_update``, ``_delete`` and
 ``_truncate`` and their function ``tg_tenants__notify`` (``sql/0006_notify-tenant-changes.sql``),

@@ -109,6 +109,43 @@ def test_changes_made_in_plain_sql_are_recorded_too(conn: Conn) -> None:
     assert tenants.history(conn, "acme-corp") == events  # found by either slug
 
 
+def test_one_statement_inserting_many_tenants_records_each_with_its_row_and_actor(
+    conn: Conn,
+) -> None:
+    """Inserts are recorded per statement (0007), with what the row trigger recorded per row:
+    the whole new row, the database user, the actor; an upsert's updated rows as changes."""
+    tenants.create(conn, "beta", "Beta")
+    with tenants.acting_as(conn, "loader"):
+        conn.execute(
+            "INSERT INTO tenants (slug, name) VALUES ('acme', 'Acme'), ('beta', 'Beta Two'), "
+            "('gamma', 'Gamma') ON CONFLICT (slug) DO UPDATE SET name = excluded.name"
+        )
+    created = {
+        event.slug: event
+        for slug in ("acme", "gamma")
+        for event in tenants.history(conn, slug)
+        if event.kind == "created"
+    }
+    for slug, event in created.items():
+        stored = tenants.get_by_slug(conn, slug)
+        assert stored is not None
+        new = event.new_values or {}
+        assert sorted(new) == sorted(tenants.COLUMNS), slug  # the whole row
+        assert (new["id"], new["name"], new["status"]) == (str(stored.id), stored.name, "active")
+        assert datetime.fromisoformat(new["created_at"]) == stored.created_at
+        assert (event.tenant_id, event.actor, event.db_user) == (
+            stored.id,
+            "loader",
+            conn.info.user,
+        )
+    assert sorted(created) == ["acme", "gamma"]
+    assert [event.kind for event in tenants.history(conn, "beta")] == ["created", "renamed"]
+    trigger = conn.execute(
+        "SELECT tgtype & 1 FROM pg_trigger WHERE tgname = 'tenants_audit_insert'"
+    ).fetchone()
+    assert trigger == (0,)  # FOR EACH STATEMENT: one call, however many rows
+
+
 @pytest.mark.both_sides  # dbtools.tenants and dbtools.aio.tenants
 def test_history_survives_the_deletion_and_covers_every_tenant_of_the_slug(conn: Conn) -> None:
     first = tenants.create(conn, "acme", "Acme")

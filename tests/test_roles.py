@@ -210,6 +210,7 @@ def test_setup_takes_back_what_reaches_past_the_grants(
         "GRANT CREATE ON DATABASE {database} TO {role}",
         "GRANT EXECUTE ON FUNCTION tg_tenants__audit() TO {role}",
         "GRANT EXECUTE ON FUNCTION tg_tenants__notify() TO {role}",
+        "GRANT EXECUTE ON FUNCTION tg_tenants__audit_insert() TO {role}",
         "ALTER ROLE {role} CREATEDB",
         "GRANT pg_write_all_data TO {role}",
         "GRANT INSERT ON reserved_slugs TO PUBLIC",
@@ -232,11 +233,12 @@ def test_setup_takes_back_what_reaches_past_the_grants(
     state = conn.execute(
         "SELECT rolcreatedb, pg_has_role(%s, 'pg_write_all_data', 'MEMBER'), "
         "has_function_privilege(%s, 'tg_tenants__audit()', 'EXECUTE'), "
-        "has_function_privilege(%s, 'tg_tenants__notify()', 'EXECUTE') FROM pg_roles "
+        "has_function_privilege(%s, 'tg_tenants__notify()', 'EXECUTE'), "
+        "has_function_privilege(%s, 'tg_tenants__audit_insert()', 'EXECUTE') FROM pg_roles "
         "WHERE rolname = %s",
-        (role_name, role_name, role_name, role_name),
+        (role_name, role_name, role_name, role_name, role_name),
     ).fetchone()
-    assert state == (False, False, False, False)
+    assert state == (False, False, False, False, False)
 
 
 def test_setup_takes_back_grant_options_and_role_settings(conn: Conn, role_name: str) -> None:

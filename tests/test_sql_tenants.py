@@ -254,8 +254,9 @@ def test_every_constraint_and_the_trigger_say_their_rule(conn: Conn) -> None:
         FROM pg_trigger WHERE tgrelid = 'tenants'::regclass AND NOT tgisinternal
         """
     ).fetchall()
-    # 9 constraints; triggers tenants_timestamps, _reserved_slug, _audit and the four _notify_*
-    assert len(rows) == 16
+    # 9 constraints; triggers tenants_timestamps, _reserved_slug, _audit, _audit_insert and the
+    # four _notify_*
+    assert len(rows) == 17
     assert [name for name, comment in rows if not comment] == []
     comments = dict(rows)
     assert comments["tenants_slug_key"] == "No two tenants share a slug."

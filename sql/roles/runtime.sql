@@ -11,9 +11,9 @@
 
   Owning nothing, the role cannot ALTER or DROP any object. It gets no TRUNCATE, REFERENCES or
   TRIGGER privilege anywhere, and nothing on yoyo's bookkeeping or the checksums. It reads
-  tenant_events but cannot write them: the trigger tenants_audit records its changes as the
-  migration owner (SECURITY DEFINER). reserved_slugs is readable by everyone (0003), writable by
-  the owner only.
+  tenant_events but cannot write them: the triggers tenants_audit and tenants_audit_insert
+  record its changes as the migration owner (SECURITY DEFINER). reserved_slugs is readable by
+  everyone (0003), writable by the owner only.
 */
 SET LOCAL lock_timeout = '5s';
 SET LOCAL statement_timeout = '60s';
@@ -37,7 +37,7 @@ REVOKE CREATE ON SCHEMA public FROM PUBLIC, {role};
 REVOKE CREATE ON DATABASE {database} FROM {role};
 REVOKE ALL ON FUNCTION
     tg_tenants__timestamps(), tg_tenants__reserved_slug(), tg_tenants__audit(),
-    tg_tenant_events__append_only(), tg_tenants__notify()
+    tg_tenant_events__append_only(), tg_tenants__notify(), tg_tenants__audit_insert()
 FROM {role};
 -- Attributes that would reach past these grants.
 ALTER ROLE {role} NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;

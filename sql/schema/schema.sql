@@ -128,6 +128,32 @@ $$;
 COMMENT ON FUNCTION public.tg_tenants__audit() IS 'AFTER INSERT OR UPDATE OR DELETE trigger on tenants: records each change in tenant_events (SECURITY DEFINER, so writers of tenants need no privilege on tenant_events).';
 
 --
+-- Name: tg_tenants__audit_insert(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.tg_tenants__audit_insert() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    marked text := current_setting('dbtools.actor', true);
+    mine text := pg_current_xact_id()::text || ':';
+    who text := CASE WHEN starts_with(marked, mine) THEN nullif(substr(marked, length(mine) + 1), '') END;
+BEGIN
+    INSERT INTO public.tenant_events (tenant_id, slug, kind, old_values, new_values, db_user, actor)
+    SELECT inserted.id, inserted.slug, 'created', NULL, to_jsonb(inserted), session_user, who
+    FROM new_rows AS inserted;
+    RETURN NULL;
+END;
+$$;
+
+--
+-- Name: FUNCTION tg_tenants__audit_insert(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.tg_tenants__audit_insert() IS 'AFTER INSERT ... FOR EACH STATEMENT trigger on tenants: records a created event in tenant_events for every row the statement inserted (SECURITY DEFINER, as tg_tenants__audit).';
+
+--
 -- Name: tg_tenants__notify(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -582,13 +608,25 @@ COMMENT ON TRIGGER tenant_events_append_only ON public.tenant_events IS 'Refuses
 -- Name: tenants tenants_audit; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER tenants_audit AFTER INSERT OR DELETE OR UPDATE ON public.tenants FOR EACH ROW EXECUTE FUNCTION public.tg_tenants__audit();
+CREATE TRIGGER tenants_audit AFTER DELETE OR UPDATE ON public.tenants FOR EACH ROW EXECUTE FUNCTION public.tg_tenants__audit();
 
 --
 -- Name: TRIGGER tenants_audit ON tenants; Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON TRIGGER tenants_audit ON public.tenants IS 'Records every insert, change and delete of a tenant in tenant_events (see tg_tenants__audit).';
+COMMENT ON TRIGGER tenants_audit ON public.tenants IS 'Records every change and delete of a tenant in tenant_events, row by row (see tg_tenants__audit); inserts are tenants_audit_insert''s.';
+
+--
+-- Name: tenants tenants_audit_insert; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tenants_audit_insert AFTER INSERT ON public.tenants REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.tg_tenants__audit_insert();
+
+--
+-- Name: TRIGGER tenants_audit_insert ON tenants; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TRIGGER tenants_audit_insert ON public.tenants IS 'Records the creation of every tenant a statement inserts in tenant_events, in one INSERT (see tg_tenants__audit_insert).';
 
 --
 -- Name: tenants tenants_notify_delete; Type: TRIGGER; Schema: public; Owner: -
