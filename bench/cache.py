@@ -1,5 +1,6 @@
-"""Benchmark: the tenant cache (``dbtools.cache.TenantCache``), how fast a hit is and how soon a
-committed change shows.
+"""Section 6: the tenant cache (``dbtools.cache.TenantCache``), how fast a hit is and how soon a
+committed change shows. ``bench/run.py`` runs it in a scratch database; run alone, with the
+knobs below, it uses the configured one.
 
 **Hits.** A hit of ``TenantCache.get_by_slug`` (and of the asyncio twin,
 ``dbtools.aio.cache.TenantCache``, awaited) against what it saves: ``tenants.get_by_slug`` on an
@@ -42,6 +43,9 @@ history keeps them: each run appends ``--updates`` + 1 ``renamed`` events, actor
 ``bench/cache.py``, to ``tenant_events``, which is append-only (``--updates 0`` skips the part).
 """
 
+# The tables print × and – on purpose (ruff takes them for look-alikes of x and -).
+# ruff: noqa: RUF001, RUF003
+
 from __future__ import annotations
 
 import argparse
@@ -53,21 +57,33 @@ import random
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
-from rounds import interleave, report, report_ratio, timed, timed_async
+from report import Check, Section, Table, cell
+from rounds import (
+    Mode,
+    Samples,
+    Spread,
+    interleave,
+    ratio,
+    report,
+    report_ratio,
+    spread,
+    timed,
+    timed_async,
+)
+from scratch import RAW, SETTINGS, SLUG
 
-from dbtools import db, tenants
+from dbtools import config, db, tenants
 from dbtools.aio import db as aio_db
 from dbtools.aio.cache import TenantCache as AsyncTenantCache
-from dbtools.cache import TenantCache
+from dbtools.cache import CacheStats, TenantCache
+from dbtools.config import Target
 
-SLUG = "bench-tenant"
 ACTOR = "bench/cache.py"  # tenant_events.actor of the renames
-# The query as plain code writes it: the columns, settings as jsonb, a positional parameter.
-RAW = "SELECT id, slug, name, status, settings, created_at, updated_at FROM tenants WHERE slug = %s"
 RENAME = "UPDATE tenants SET name = %(name)s WHERE slug = %(slug)s"
 
 HIT = "TenantCache hit"
@@ -75,19 +91,39 @@ ASYNC_HIT = "aio TenantCache hit"
 ROUND_TRIP = "tenants.get_by_slug"
 RAW_SIDE = "raw psycopg"
 FLOOR = "a call that does nothing"
+NOT_HITS = (
+    "not every timed lookup was a hit: the caches loaded {loads} times while timed (the "
+    "listener was lost, or entries expired)"
+)
+HIT_TARGET = 2e-6  # seconds, at most
+SAVED_TARGET = 50.0  # the round trip over a hit, at least
+P99_TARGET = 50e-3  # seconds of staleness, 99th percentile, at most
+MAX_GAP = 0.01  # seconds between renames, at most (a random gap)
+TIMEOUT = 5.0  # seconds to wait for one rename to show
+
+
+@dataclass
+class Staleness:
+    """What part two measured, one number per rename, in seconds."""
+
+    stale: list[float]  # from the commit's return to the new name served
+    bound: list[float]  # the same from before the commit was sent: an upper bound
+    commits: list[float]  # how long the commit took to return
+    stats: CacheStats
 
 
 def nothing(slug: str) -> None:
     """The floor: what calling a function from the timing loop costs."""
 
 
-def hits(args: argparse.Namespace) -> None:
-    """Part one: hit latency against the round trip, interleaved."""
+def hits(target: Target, rounds: int, calls: int, hit_calls: int) -> tuple[Samples, int]:
+    """Part one: hit latency against the round trip, interleaved. The samples, and how many
+    timed lookups of the caches were not hits (loads)."""
     with contextlib.ExitStack() as stack:
         runner = stack.enter_context(asyncio.Runner())
-        conn = stack.enter_context(db.connect(autocommit=True))
-        cache = stack.enter_context(TenantCache(stack.enter_context(db.create_pool())))
-        apool = runner.run(aio_db.create_pool())
+        conn = stack.enter_context(db.connect(target, autocommit=True))
+        cache = stack.enter_context(TenantCache(stack.enter_context(db.create_pool(target))))
+        apool = runner.run(aio_db.create_pool(target))
         stack.callback(lambda: runner.run(apool.close()))
         acache = AsyncTenantCache(apool)
         runner.run(acache.open())
@@ -100,39 +136,40 @@ def hits(args: argparse.Namespace) -> None:
             return runner.run(timed_async(acache.get_by_slug, SLUG, calls))
 
         batches = {
-            FLOOR: partial(timed, nothing, SLUG, args.hit_calls),
-            HIT: partial(timed, cache.get_by_slug, SLUG, args.hit_calls),
-            ASYNC_HIT: partial(async_hits, args.hit_calls),
-            ROUND_TRIP: partial(timed, partial(tenants.get_by_slug, conn), SLUG, args.calls),
-            RAW_SIDE: partial(timed, raw, SLUG, args.calls),
+            FLOOR: partial(timed, nothing, SLUG, hit_calls),
+            HIT: partial(timed, cache.get_by_slug, SLUG, hit_calls),
+            ASYNC_HIT: partial(async_hits, hit_calls),
+            ROUND_TRIP: partial(timed, partial(tenants.get_by_slug, conn), SLUG, calls),
+            RAW_SIDE: partial(timed, raw, SLUG, calls),
         }
         for batch in batches.values():  # warm up: load the caches, let psycopg prepare
             batch()
-        loads_before = cache.stats().loads, acache.stats().loads
-        samples = interleave(batches, args.rounds)
-        loads_after = cache.stats().loads, acache.stats().loads
+        loads_before = cache.stats().loads + acache.stats().loads
+        samples = interleave(batches, rounds)
+        loads_after = cache.stats().loads + acache.stats().loads
+    return samples, loads_after - loads_before
 
-    print(f"hits: {args.hit_calls} calls per round; the database: {args.calls} calls per round")
+
+def print_hits(samples: Samples, loads: int, calls: int, hit_calls: int) -> None:
+    print(f"hits: {hit_calls} calls per round; the database: {calls} calls per round")
     report(samples)
     report_ratio(samples, ROUND_TRIP, HIT, ">= 50")
     report_ratio(samples, RAW_SIDE, HIT)
     report_ratio(samples, ROUND_TRIP, ASYNC_HIT)
     print(f"target: a hit <= 2 µs; median {statistics.median(samples[HIT]) * 1e6:.2f} µs")
-    if loads_after != loads_before:
-        print(
-            f"NOTE: not every timed lookup was a hit: the caches loaded "
-            f"{loads_after[0] - loads_before[0]} (sync) and {loads_after[1] - loads_before[1]} "
-            "(async) times while timed (the listener was lost, or entries expired)"
-        )
+    if loads:
+        print(f"NOTE: {NOT_HITS.format(loads=loads)}")
 
 
-def writer(pipe: Connection, slug: str, names: list[str], max_gap: float, seed: int) -> None:
+def writer(
+    target: Target, pipe: Connection, slug: str, names: list[str], max_gap: float, seed: int
+) -> None:
     """The writer process: for each message on ``pipe``, wait a random gap, commit the next
     rename, and send back when it committed, as ``(name, before, after)`` in
     ``time.monotonic()`` seconds (or the text of the error that stopped it)."""
     gaps = random.Random(seed)  # noqa: S311 (the gaps need no secrecy)
     try:
-        with db.connect() as conn:
+        with db.connect(target) as conn:
             for name in names:
                 if not pipe.recv():
                     return
@@ -147,18 +184,22 @@ def writer(pipe: Connection, slug: str, names: list[str], max_gap: float, seed: 
         pipe.send(f"{type(exc).__name__}: {exc}")
 
 
-def staleness(args: argparse.Namespace) -> None:
+def staleness(target: Target, updates: int, max_gap: float, timeout: float, seed: int) -> Staleness:
     """Part two: commit-to-visible time of renames made by another process."""
-    names = [f"Bench Tenant {os.getpid()}-{index}" for index in range(args.updates)]
+    names = [f"Bench Tenant {os.getpid()}-{index}" for index in range(updates)]
     context = multiprocessing.get_context("spawn")  # no fork of a process that runs threads
     here, there = context.Pipe()
     process = context.Process(
         target=writer,
-        args=(there, SLUG, names, args.max_gap, args.seed),
+        args=(target, there, SLUG, names, max_gap, seed),
         name="bench-cache-writer",
         daemon=True,
     )
-    with db.connect(autocommit=True) as conn, db.create_pool() as pool, TenantCache(pool) as cache:
+    with (
+        db.connect(target, autocommit=True) as conn,
+        db.create_pool(target) as pool,
+        TenantCache(pool) as cache,
+    ):
         tenant = cache.get_by_slug(SLUG)
         if tenant is None:
             raise SystemExit(f"no tenant {SLUG!r}: the first part creates it")
@@ -170,7 +211,7 @@ def staleness(args: argparse.Namespace) -> None:
         try:
             for name in names:
                 here.send(True)
-                deadline = time.monotonic() + args.timeout
+                deadline = time.monotonic() + timeout
                 count = 0
                 while True:
                     found = cache.get_by_slug(SLUG)
@@ -179,7 +220,7 @@ def staleness(args: argparse.Namespace) -> None:
                         seen = time.monotonic()
                         break
                     if count % 1000 == 0 and time.monotonic() > deadline:
-                        raise SystemExit(stuck(name, args.timeout, here))
+                        raise SystemExit(stuck(name, timeout, here))
                 change = here.recv()
                 if isinstance(change, str):
                     raise SystemExit(f"the writer failed: {change}")
@@ -194,17 +235,21 @@ def staleness(args: argparse.Namespace) -> None:
             with tenants.acting_as(conn, ACTOR):
                 tenants.update(conn, SLUG, name=original)
         stats = cache.stats()
+    return Staleness(stale, bound, commits, stats)
 
+
+def print_staleness(found: Staleness, max_gap: float) -> None:
+    stats = found.stats
     print(
-        f"staleness over {len(stale)} renames from another process "
-        f"(gaps 0-{args.max_gap * 1e3:g} ms; GIL switch interval "
+        f"staleness over {len(found.stale)} renames from another process "
+        f"(gaps 0-{max_gap * 1e3:g} ms; GIL switch interval "
         f"{sys.getswitchinterval() * 1e3:g} ms):"
     )
-    print(f"commit returned -> new name served:  {summary(stale)}   (target: p99 < 50 ms)")
-    print(f"commit sent -> new name served:      {summary(bound)}   (an upper bound)")
+    print(f"commit returned -> new name served:  {summary(found.stale)}   (target: p99 < 50 ms)")
+    print(f"commit sent -> new name served:      {summary(found.bound)}   (an upper bound)")
     print(
-        f"the commit took to return: median {statistics.median(commits) * 1e3:.2f} ms, "
-        f"max {max(commits) * 1e3:.2f} ms"
+        f"the commit took to return: median {statistics.median(found.commits) * 1e3:.2f} ms, "
+        f"max {max(found.commits) * 1e3:.2f} ms"
     )
     print(
         f"cache: {stats.hits} hits, {stats.loads} loads, {stats.invalidations} invalidations, "
@@ -212,12 +257,20 @@ def staleness(args: argparse.Namespace) -> None:
     )
 
 
+def p99(values: list[float]) -> float:
+    """The 99th percentile of ``values`` (inclusive method)."""
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[98]
+        if len(values) > 1
+        else values[0]
+    )
+
+
 def summary(seconds: list[float]) -> str:
     """Median, p99, max and min of ``seconds``, in milliseconds."""
     ms = [value * 1e3 for value in seconds]
-    p99 = statistics.quantiles(ms, n=100, method="inclusive")[98] if len(ms) > 1 else ms[0]
     return (
-        f"median {statistics.median(ms):.2f} ms, p99 {p99:.2f} ms, max {max(ms):.2f} ms, "
+        f"median {statistics.median(ms):.2f} ms, p99 {p99(ms):.2f} ms, max {max(ms):.2f} ms, "
         f"min {min(ms):.2f} ms"
     )
 
@@ -231,14 +284,86 @@ def stuck(name: str, timeout: float, pipe: Connection) -> str:
     return f"the cache did not serve the name {name!r} within {timeout:g} s of asking for it"
 
 
+def run(target: Target, mode: Mode) -> Section:
+    """Both parts, for bench/run.py: tables and the cache issue's targets."""
+    section = Section(
+        6,
+        "cache",
+        "the tenant cache: hits and staleness",
+        f"**Hits**: `TenantCache.get_by_slug` of a cached tenant ({mode.hit_calls:,} calls a "
+        f"batch) against the round trip it saves ({mode.cache_calls:,} calls a batch), and a "
+        f"call of a function that does nothing (the loop's floor); {mode.rounds} interleaved "
+        f"rounds. **Staleness**: another process renames the tenant {mode.updates} times (a "
+        f"random gap of 0-{MAX_GAP * 1e3:g} ms before each commit) while this one polls "
+        "`cache.get_by_slug` in a tight loop; the time from the commit's return to the first "
+        "poll served the new name (from before the commit was sent: an upper bound). "
+        f"CPython's GIL switch interval: {sys.getswitchinterval() * 1e3:g} ms.",
+    )
+    samples, loads = hits(target, mode.rounds, mode.cache_calls, mode.hit_calls)
+    table = Table(
+        "Microseconds per call (median, spread below)",
+        ["contender", "µs per call", f"× {HIT}"],
+    )
+    for name in (FLOOR, HIT, ASYNC_HIT, ROUND_TRIP, RAW_SIDE):
+        table.rows.append(
+            [
+                name,
+                cell(spread(samples, name).scaled(1e6), "µs"),
+                cell(ratio(samples, name, HIT), "×"),
+            ]
+        )
+    if loads:
+        table.notes.append(f"NOTE: {NOT_HITS.format(loads=loads)}.")
+    section.tables.append(table)
+    found = staleness(target, mode.updates, MAX_GAP, TIMEOUT, seed=0)
+    late = Table(
+        f"Staleness over {len(found.stale)} renames, milliseconds",
+        ["from", "median", "p99", "max", "min"],
+    )
+    for label, values in (
+        ("commit returned → new name served", found.stale),
+        ("commit sent → new name served (upper bound)", found.bound),
+        ("commit sent → commit returned", found.commits),
+    ):
+        ms = [value * 1e3 for value in values]
+        late.rows.append(
+            [label, *(f"{x:.2f}" for x in (statistics.median(ms), p99(ms), max(ms), min(ms)))]
+        )
+    stats = found.stats
+    late.notes.append(
+        f"The cache during it: {stats.hits:,} hits, {stats.loads:,} loads, "
+        f"{stats.invalidations:,} invalidations, {stats.listener_losses} listener losses."
+    )
+    section.tables.append(late)
+    stale_p99 = p99(found.stale) * 1e3
+    section.checks += [
+        Check("a hit", spread(samples, HIT).scaled(1e6), HIT_TARGET * 1e6, "µs", at_most=True),
+        Check(
+            f"`{ROUND_TRIP}` / a hit",
+            ratio(samples, ROUND_TRIP, HIT),
+            SAVED_TARGET,
+            "×",
+            at_most=False,
+        ),
+        Check(
+            "staleness, p99 (spread: median–max)",
+            Spread(stale_p99, statistics.median(found.stale) * 1e3, max(found.stale) * 1e3),
+            P99_TARGET * 1e3,
+            "ms",
+            at_most=True,
+        ),
+    ]
+    return section
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=1000, help="database calls per round")
     parser.add_argument("--hit-calls", type=int, default=50_000, help="cache hits per round")
     parser.add_argument("--updates", type=int, default=500, help="renames timed (0: none)")
-    parser.add_argument("--max-gap", type=float, default=0.01, help="seconds between renames")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for one")
+    parser.add_argument("--max-gap", type=float, default=MAX_GAP, help="seconds between renames")
+    parser.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds to wait for one")
     parser.add_argument("--seed", type=int, default=0, help="of the random gaps")
     parser.add_argument(
         "--switch-interval",
@@ -247,14 +372,17 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    with db.connect(autocommit=True) as conn:
-        tenants.get_or_create(conn, SLUG, "Bench Tenant", settings={"plan": "pro", "seats": 10})
-    hits(args)
+    target = config.resolve()
+    with db.connect(target, autocommit=True) as conn:
+        tenants.get_or_create(conn, SLUG, "Bench Tenant", settings=SETTINGS)
+    samples, loads = hits(target, args.rounds, args.calls, args.hit_calls)
+    print_hits(samples, loads, args.calls, args.hit_calls)
     if args.updates > 0:
         if args.switch_interval is not None:
             sys.setswitchinterval(args.switch_interval)
         print()
-        staleness(args)
+        found = staleness(target, args.updates, args.max_gap, args.timeout, args.seed)
+        print_staleness(found, args.max_gap)
 
 
 if __name__ == "__main__":
