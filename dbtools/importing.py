@@ -257,7 +257,7 @@ def _row(
     settings: object = {}
     if raw:
         try:
-            settings = json.loads(raw, parse_constant=_reject_constant)
+            settings = _settings_json.decode(raw)
         except ValueError as exc:
             message = f"settings of tenant {excerpt(slug)} are not valid JSON: {exc}"
             raise ValueError(message) from None
@@ -268,3 +268,7 @@ def _row(
 
 def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
+
+
+# One decoder for every row: json.loads with an argument builds a new one per call.
+_settings_json = json.JSONDecoder(parse_constant=_reject_constant)

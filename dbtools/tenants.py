@@ -596,13 +596,20 @@ def _run(conn: psycopg.Connection[Any], call: _Call[R]) -> R:
     try:
         with scope(conn, call.scope), conn.cursor(row_factory=call.rows) as cur:
             cur.execute(call.sql, call.params)
-            rows = cur.fetchall() if cur.description is not None else []
+            rows = cur.fetchall() if _has_rows(cur) else []
             return call.result(rows, cur.rowcount, call.slug)
     except psycopg.Error as exc:
         mapped = None if call.scope is Scope.READ else write_error(exc, call.slug)
         if mapped is None:
             raise
         raise mapped from exc
+
+
+def _has_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    """Whether the statement just run returned rows (not a DELETE). Asked of libpq's result:
+    ``cur.description`` would build a Column object per column on every call."""
+    result = cur.pgresult
+    return result is not None and result.status == pq.ExecStatus.TUPLES_OK
 
 
 def _answer(value: R) -> _Call[R]:

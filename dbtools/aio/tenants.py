@@ -37,6 +37,7 @@ from dbtools.tenants import (
     _deleted_each_time,
     _get_by_id_call,
     _get_many_call,
+    _has_rows,
     _history_call,
     _insert_if_absent_call,
     _list_call,
@@ -183,7 +184,7 @@ async def _run(conn: AsyncConn, call: _Call[R]) -> R:
     try:
         async with scope(conn, call.scope), conn.cursor(row_factory=call.rows) as cur:
             await cur.execute(call.sql, call.params)
-            rows = await cur.fetchall() if cur.description is not None else []
+            rows = await cur.fetchall() if _has_rows(cur) else []
             return call.result(rows, cur.rowcount, call.slug)
     except psycopg.Error as exc:
         mapped = None if call.scope is Scope.READ else write_error(exc, call.slug)
