@@ -49,10 +49,11 @@ from typing import Any, Final, LiteralString
 import psycopg
 from psycopg.pq import ConnStatus, ExecStatus
 from psycopg.pq.abc import PGconn
+from psycopg.rows import tuple_row
 
 from dbtools import db, tenants
 from dbtools.config import Target, resolve
-from dbtools.errors import CacheClosed, ConfigurationError, NotMigrated
+from dbtools.errors import CacheClosed, ConfigurationError, DatabaseUnavailable, NotMigrated
 from dbtools.slugs import is_valid_slug
 from dbtools.tenants import Tenant
 
@@ -80,19 +81,23 @@ LISTENER_CHECK: LiteralString = """
                              'tenants_notify_delete', 'tenants_notify_truncate')
               AND tgenabled IN ('O', 'A')),
            current_database(),
-           (SELECT system_identifier FROM pg_catalog.pg_control_system())::text
+           (SELECT system_identifier FROM pg_catalog.pg_control_system())::text,
+           'tenants'::regclass::oid::text,
+           pg_catalog.pg_relation_filenode('tenants')::text
 """
-# Which database the pool's connections reach: the listener must hear that one's changes.
+# Which tenants table the pool's connections read (database, cluster, table): the listener
+# must hear that one's changes.
 POOL_CHECK: LiteralString = """
     SELECT current_database(),
-           (SELECT system_identifier FROM pg_catalog.pg_control_system())::text
+           (SELECT system_identifier FROM pg_catalog.pg_control_system())::text,
+           'tenants'::regclass::oid::text
 """
 
 DEFAULT_MAX_SIZE = 10_000
 DEFAULT_MAX_MISSING = 10_000
 DEFAULT_TTL = 300.0  # seconds
 DEFAULT_HEARTBEAT = 5.0  # seconds
-MAX_HEARTBEAT = 3600.0  # seconds
+MIN_HEARTBEAT, MAX_HEARTBEAT = 0.1, 3600.0  # seconds
 CLOSE_WAIT = 1.0  # seconds close() waits for a listener thread that is busy connecting
 COMPLAIN_EVERY = 60.0  # seconds between warnings that the listener still cannot listen
 RETRY_FIRST, RETRY_MAX = 0.1, 5.0  # seconds between attempts to listen again, doubling
@@ -165,8 +170,10 @@ class CacheCore:
                 raise ValueError(f"{name} must be a number of seconds, not {seconds!r}")
             if not 0 < seconds < math.inf:
                 raise ValueError(f"{name} must be a positive number of seconds, not {seconds!r}")
-        if heartbeat > MAX_HEARTBEAT:
-            raise ValueError(f"heartbeat must be at most {MAX_HEARTBEAT:g} s, not {heartbeat!r}")
+        if not MIN_HEARTBEAT <= heartbeat <= MAX_HEARTBEAT:
+            raise ValueError(
+                f"heartbeat must be {MIN_HEARTBEAT:g} to {MAX_HEARTBEAT:g} s, not {heartbeat!r}"
+            )
         self.max_size, self.max_missing = max_size, max_missing
         self.ttl, self.heartbeat = float(ttl), float(heartbeat)
         self._pool = pool
@@ -182,9 +189,11 @@ class CacheCore:
         self._closed = False
         self._hits = self._loads_done = self._invalidations = self._losses = 0
         self._notifications = 0
-        self._source: tuple[str, str] | None = None  # (database, system identifier) heard
+        # What the listener hears: database, system identifier, tenants' oid and file node.
+        self._heard: tuple[str, ...] = ()
         self._complaint: tuple[str, float] = ("", 0.0)  # the last reason not to listen, when
         self._warned_standby = False
+        self._inherited = False  # made in a parent process, before fork()
         _caches.add(self)
         self._start()
 
@@ -219,9 +228,14 @@ class CacheCore:
         return MISS
 
     def check_open(self) -> None:
-        """Raise :class:`CacheClosed` if the cache was closed."""
+        """Raise :class:`CacheClosed` if the cache was closed, or made in another process."""
         if self._closed:
             raise CacheClosed("the tenant cache is closed: make a new one")
+        if self._inherited:
+            raise CacheClosed(
+                "the tenant cache was made before fork(): its listener and its pool belong to "
+                "the parent process; make the pool and the cache in each process"
+            )
 
     def begin_load(self, slug: str) -> _Load:
         """Register a lookup of ``slug`` in the database; call before its query is sent."""
@@ -241,10 +255,18 @@ class CacheCore:
         except BaseException:
             self.abandon(load)
             raise
+        if load.answer is not None and load.answer.slug != slug:
+            self.abandon(load)
+            raise DatabaseUnavailable(
+                f"asked for tenant {slug!r}, the connection answered with {load.answer.slug!r}: "
+                "is the pool shared with another process (made before fork())?"
+            )
         if load.keep:
             self.end_load(load, load.answer)
         else:
-            self.abandon(load)
+            with self._lock:
+                self._forget(load)
+                self._loads_done += 1
 
     def end_load(self, load: _Load, tenant: Tenant | None) -> None:
         """Keep what the database answered for ``load``, unless a change of its slug was
@@ -361,6 +383,8 @@ class CacheCore:
     def _cannot_listen(self, exc: BaseException) -> None:
         """An attempt to listen again failed: a warning when the reason is new, or once a
         minute while it lasts (a changed password, a rolled-back migration do not go away)."""
+        if self._closed:
+            return
         reason, now = first_line(exc), time.monotonic()
         if reason != self._complaint[0] or now - self._complaint[1] >= COMPLAIN_EVERY:
             self._complaint = (reason, now)
@@ -372,10 +396,10 @@ class CacheCore:
         else:
             _logger.debug("tenant cache: cannot listen yet: %s", reason)
 
-    def check_listener(self, row: Sequence[Any] | None) -> None:
-        """Check the answer to :data:`LISTENER_CHECK`: every notify trigger is there and
-        enabled, and the database is the one heard so far. Raises NotMigrated or
-        ConfigurationError."""
+    def listener_identity(self, row: Sequence[Any] | None) -> tuple[str, ...]:
+        """Check the answer to :data:`LISTENER_CHECK` (every notify trigger there and
+        enabled, or NotMigrated); return what it says the listener hears: the database, the
+        cluster's system identifier, the tenants table's oid and file node."""
         target = self._listen_target
         count = 0 if row is None else int(row[0])
         if row is None or count != len(NOTIFY_TRIGGERS):
@@ -384,22 +408,31 @@ class CacheCore:
                 f"{len(NOTIFY_TRIGGERS)} triggers of migration 0006_notify-tenant-changes are "
                 "there and enabled): run `dbtools migrate`, or enable them, before caching tenants"
             )
-        self._check_same(tuple(row[1:]), "the listening connection")
+        return tuple(str(value) for value in row[1:5])
 
-    def check_pool(self, row: Sequence[Any] | None) -> None:
-        """Check the answer of a pool connection to :data:`POOL_CHECK`: the database the
-        listener hears."""
-        self._check_same(tuple(row or ()), "the pool")
-
-    def _check_same(self, source: tuple[Any, ...], who: str) -> None:
-        heard = (str(source[0]), str(source[1])) if len(source) == 2 else ("?", "?")
-        if self._source is None:
-            self._source = heard
-        elif heard != self._source:
+    def listen_to(self, identity: tuple[str, ...], pool_row: Sequence[Any] | None) -> None:
+        """The listener hears ``identity``; ``pool_row``, a pool connection's answer to
+        :data:`POOL_CHECK`, must name the same tenants table (database, cluster, table), or
+        the cache would hear of changes to another one (ConfigurationError)."""
+        pool = tuple(str(value) for value in pool_row or ())
+        if pool != identity[:3]:
+            database, table = (pool or ("?",))[0], ".".join(pool[2:3]) or "?"
             raise ConfigurationError(
-                f"{who} reaches database {heard[0]!r} (system {heard[1]}), but the tenant "
-                f"cache listens to database {self._source[0]!r} (system {self._source[1]}): "
-                "listen= must name the database the pool reads"
+                f"the pool reads the tenants table {table} of database {database!r}, but the "
+                f"tenant cache would listen to table {identity[2]} of database {identity[0]!r} "
+                "(another database, cluster or search_path): listen= must reach the tenants "
+                "table the pool reads"
+            )
+        self._heard = identity
+
+    def check_heartbeat(self, row: Sequence[Any] | None) -> None:
+        """Check a heartbeat's answer: the triggers still there and enabled, and the same
+        tenants table, not restored, replaced or rewritten since (its file node changes), as
+        that changes rows without announcing them."""
+        if self.listener_identity(row) != self._heard:
+            raise DatabaseUnavailable(
+                f"the tenants table of {self._listen_target.describe()} was replaced or "
+                "rewritten (a restore, an ALTER TABLE, VACUUM FULL) since the cache listened"
             )
 
     def _forked(self) -> None:
@@ -411,11 +444,7 @@ class CacheCore:
             self._listening = False
             self._reset()
             self._loads.clear()
-        _logger.warning(
-            "tenant cache: made before fork(), so it cannot listen in this process (%d): every "
-            "lookup goes to the database; make the cache in each process instead",
-            os.getpid(),
-        )
+            self._inherited = True
 
     @property
     def listening(self) -> bool:
@@ -463,10 +492,12 @@ def listen_target(pool_target: Target | None, listen: Target | str | None) -> Ta
             "dbtools.db.create_pool, or the database URL to listen on as listen="
         )
     params = target.params
-    if len(target.hosts) > 1 and params.get("target_session_attrs", "any") == "any":
-        params["target_session_attrs"] = "read-write"
-        return Target.from_params(origin=target.origin, **params)
-    return target
+    if params.get("target_session_attrs", "any") in ("read-write", "primary"):
+        return target
+    if len(target.hosts) == 1 and "target_session_attrs" not in params:
+        return target  # one host: nothing to choose (a standby is refused when LISTEN runs)
+    params["target_session_attrs"] = "read-write"
+    return Target.from_params(origin=target.origin, **params)
 
 
 def listener_kwargs(target: Target) -> dict[str, Any]:
@@ -523,15 +554,21 @@ class Relay:
         pgconn = self.pgconn
         if readable:
             pgconn.consume_input()  # raises OperationalError once the connection is gone
-            while (notice := pgconn.notifies()) is not None:
-                self.cache.invalidate(notice.extra.decode("utf-8", "replace"))
+            self._relay_notices()
             if self.sent_at is not None and not pgconn.is_busy():
-                self.cache.check_listener(self._answer())
+                self.cache.check_heartbeat(self._answer())
                 self.sent_at, self.next_beat = None, time.monotonic() + self.half
+                # libpq stops parsing at the heartbeat's end: what came behind it in the same
+                # read is parsed by get_result(), and waits in libpq, not in the socket.
+                self._relay_notices()
         if pgconn.status != ConnStatus.OK:
             raise psycopg.OperationalError("the server closed the connection")
         if self.sent_at is not None and time.monotonic() - self.sent_at >= self.half:
             raise psycopg.OperationalError(f"no answer to a heartbeat within {self.half:g} s")
+
+    def _relay_notices(self) -> None:
+        while (notice := self.pgconn.notifies()) is not None:
+            self.cache.invalidate(notice.extra.decode("utf-8", "replace"))
 
     def _answer(self) -> tuple[str, ...] | None:
         row: tuple[str, ...] | None = None
@@ -540,7 +577,10 @@ class Relay:
                 reason = result.error_message.decode("utf-8", "replace").strip()
                 raise psycopg.OperationalError(reason or "the heartbeat failed")
             if result.ntuples == 1:
-                row = tuple((result.get_value(0, column) or b"").decode() for column in range(3))
+                row = tuple(
+                    (result.get_value(0, column) or b"").decode()
+                    for column in range(result.nfields)
+                )
         return row
 
 
@@ -569,12 +609,6 @@ class TenantCache(CacheCore):
         self._wake_reader, self._wake_writer = socket.socketpair()
         try:
             conn = self._open_listener()
-            try:
-                with self._pool.connection() as pooled:
-                    self.check_pool(pooled.execute(POOL_CHECK).fetchone())
-            except BaseException:
-                conn.close()
-                raise
         except BaseException:
             self._wake_reader.close()
             self._wake_writer.close()
@@ -631,8 +665,10 @@ class TenantCache(CacheCore):
         try:
             if db.behind_pooler(conn):
                 raise through_pooler(target, self._listen_derived)
-            self.check_listener(conn.execute(LISTENER_CHECK).fetchone())
+            identity = self.listener_identity(conn.execute(LISTENER_CHECK).fetchone())
             conn.execute(LISTEN)
+            with self._pool.connection() as pooled, pooled.cursor(row_factory=tuple_row) as cur:
+                self.listen_to(identity, cur.execute(POOL_CHECK).fetchone())
         except psycopg.Error as exc:
             mapped = db.error_for(exc, conn)  # before closing: it reads the connection
             conn.close()

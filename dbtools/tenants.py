@@ -494,14 +494,19 @@ def get_or_create(
     existing tenant is returned untouched (``updated_at`` included).
     """
     insert = _insert_if_absent_call(slug, name, settings)
-    for _ in range(GET_OR_CREATE_TRIES):  # retried only if the tenant is deleted in between
-        inserted = _run(conn, insert)
-        if inserted is not None:
-            return inserted, True
-        existing = get_by_slug(conn, slug)
-        if existing is not None:
-            return existing, False
-    raise _deleted_each_time(slug)
+    opened = opens_transaction(conn)  # by the first statement: the second finds it open
+    try:
+        for _ in range(GET_OR_CREATE_TRIES):  # retried only if the tenant is deleted in between
+            inserted = _run(conn, insert)
+            if inserted is not None:
+                return inserted, True
+            existing = get_by_slug(conn, slug)
+            if existing is not None:
+                return existing, False
+        raise _deleted_each_time(slug)
+    except BaseException:
+        roll_back_opened(conn, opened)
+        raise
 
 
 def update(

@@ -363,7 +363,8 @@ class Forwarder:
     """A plain TCP port on 127.0.0.1 that forwards each connection to the test server, as a
     Docker port mapping or an SSH tunnel does: another port, and no pooling. :meth:`pause`
     makes it a black hole, as a network that fails silently is: nothing is forwarded, nothing
-    is refused or closed, until :meth:`resume`."""
+    is refused or closed, until :meth:`resume`; ``pause(replies=True)`` holds back only what
+    the server sends, as a slow network does with an answer already on its way."""
 
     def __init__(self, server: Target) -> None:
         params = server.params
@@ -377,6 +378,8 @@ class Forwarder:
         self.port = int(self._listener.getsockname()[1])
         self._open = threading.Event()
         self._open.set()
+        self._replies_open = threading.Event()
+        self._replies_open.set()
         self._closed = False
         self._sockets: list[socket.socket] = []  # every socket made, closed by close()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -388,11 +391,12 @@ class Forwarder:
             | params
         )
 
-    def pause(self) -> None:
-        self._open.clear()
+    def pause(self, *, replies: bool = False) -> None:
+        (self._replies_open if replies else self._open).clear()
 
     def resume(self) -> None:
         self._open.set()
+        self._replies_open.set()
 
     def _accept(self) -> None:
         with contextlib.suppress(OSError):  # closed
@@ -408,20 +412,24 @@ class Forwarder:
         upstream = socket.socket(self._family, socket.SOCK_STREAM)
         self._sockets.append(upstream)
         upstream.connect(self._address)
-        for source, sink in ((client, upstream), (upstream, client)):
-            threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+        for source, sink, gate in (
+            (client, upstream, self._open),
+            (upstream, client, self._replies_open),
+        ):
+            threading.Thread(target=self._pump, args=(source, sink, gate), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, gate: threading.Event) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
                 self._open.wait()
+                gate.wait()
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
         self._closed = True
-        self._open.set()
+        self.resume()
         self._listener.close()
         for each in self._sockets:
             each.close()

@@ -8,6 +8,7 @@ are made on a separate connection, or by a separate psql process, as another ser
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import resource
@@ -21,11 +22,20 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg.rows import dict_row
 
 from dbtools import db, migrations, tenants
 from dbtools.aio import cache as aio_cache
 from dbtools.aio import db as aio_db
-from dbtools.cache import MISS, CacheCore, CacheStats, TenantCache, listen_target
+from dbtools.cache import (
+    LISTENER_CHECK,
+    MISS,
+    CacheCore,
+    CacheStats,
+    Relay,
+    TenantCache,
+    listen_target,
+)
 from dbtools.config import Target
 from dbtools.errors import (
     CacheClosed,
@@ -349,22 +359,36 @@ def test_the_ttl_catches_a_change_that_was_never_announced(
     assert getattr(cache.get("acme"), "name", None) == "Unannounced"
 
 
-def test_a_change_racing_a_load_is_not_kept(conn: Conn, make_cache: MakeCache) -> None:
-    """The pool's lookups go through a view that sleeps after taking its snapshot: a change
-    commits, and is announced, while the load of the old row is still running. The answer is
-    the old row (it was, when the load began), but it must not be kept."""
+def test_a_change_racing_a_load_is_not_kept(
+    conn: Conn, target: Target, make_cache: MakeCache
+) -> None:
+    """The pool reaches the server through a forwarder that holds the answers back: the load
+    has read the old row, a change commits and is announced to the listener (connected
+    directly) while that answer is on its way. The old row is returned (it was, when the load
+    began), but must not be kept."""
     tenants.create(conn, "acme", "Acme")
-    conn.execute("CREATE SCHEMA slow")
-    conn.execute("CREATE VIEW slow.tenants AS SELECT t.* FROM public.tenants t, pg_sleep(0.5) AS s")
-    cache = make_cache(pool_kwargs={"options": "-c search_path=slow,public"})
-    loaded: list[Tenant | None] = []
-    loader = threading.Thread(target=lambda: loaded.append(cache.get("acme")))
-    loader.start()
-    time.sleep(0.2)  # the load has its snapshot and sleeps
-    tenants.update(conn, "acme", name="Changed during the load")
-    loader.join()
-    assert getattr(loaded[0], "name", None) == "Acme"  # the old row: read before the change
-    assert getattr(cache.get("acme"), "name", None) == "Changed during the load"
+    forwarder = Forwarder(SERVER)
+    try:
+        # Autocommit: the query goes at once, not after a BEGIN whose answer would be held.
+        cache = make_cache(
+            pool_target=forwarder.target(target.dbname),
+            pool_kwargs={"autocommit": True},
+            listen=target,
+        )
+        heard = cache.stats().notifications
+        forwarder.pause(replies=True)
+        loaded: list[Tenant | None] = []
+        loader = threading.Thread(target=lambda: loaded.append(cache.get("acme")))
+        loader.start()
+        time.sleep(0.3)  # the query ran on the server; its answer waits in the forwarder
+        tenants.update(conn, "acme", name="Changed during the load")
+        eventually(lambda: cache.stats().notifications > heard, "the change is heard")
+        forwarder.resume()
+        loader.join()
+        assert getattr(loaded[0], "name", None) == "Acme"  # the old row: read before the change
+        assert getattr(cache.get("acme"), "name", None) == "Changed during the load"
+    finally:
+        forwarder.close()
 
 
 def test_the_core_keeps_no_load_that_a_change_overtook() -> None:
@@ -457,7 +481,15 @@ def test_size_is_bounded_and_the_least_recently_used_go_first(
 
 @pytest.mark.parametrize(
     "options",
-    [{"max_size": 0}, {"max_missing": -1}, {"ttl": 0}, {"ttl": float("inf")}, {"heartbeat": "1"}],
+    [
+        {"max_size": 0},
+        {"max_missing": -1},
+        {"ttl": 0},
+        {"ttl": float("inf")},
+        {"heartbeat": "1"},
+        {"heartbeat": 0.01},  # a catalog query every 5 ms, and a loss at every hiccup
+        {"heartbeat": 1e10},  # beyond what a wait can take
+    ],
 )
 def test_bad_options_are_refused(make_cache: MakeCache, options: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(options))):
@@ -522,8 +554,9 @@ def test_close_stops_the_listener_and_refuses_lookups(conn: Conn, make_cache: Ma
 def test_a_child_process_does_not_trust_a_cache_made_before_fork(
     conn: Conn, make_cache: MakeCache
 ) -> None:
-    """The listener stays in the parent: in the child the cache holds nothing and keeps
-    nothing, and closing it there leaves the parent's listening."""
+    """The listener and the pool stay the parent's: in the child the cache holds nothing and
+    refuses lookups (on the parent's pool, answers get mixed up), and closing it there leaves
+    the parent's listening."""
     tenants.create(conn, "acme", "Acme")
     cache = make_cache()
     cached(cache, "acme")
@@ -534,8 +567,14 @@ def test_a_child_process_does_not_trust_a_cache_made_before_fork(
         try:
             stats = cache.stats()
             if not stats.listening and stats.size == 0 and cache.core.lookup("acme") is MISS:
-                cache.core.end_load(cache.core.begin_load("acme"), None)  # a load: not kept
-                code = 0 if cache.core.lookup("acme") is MISS else 3
+                try:  # the pool is the parent's too: a lookup is refused, not sent on it
+                    if isinstance(cache.core, aio_cache.TenantCache):  # its loop is the parent's
+                        asyncio.run(cache.core.get_by_slug("acme"))
+                    else:
+                        cache.get("acme")
+                    code = 3
+                except CacheClosed:
+                    code = 0
             else:
                 code = 2
             if isinstance(cache.core, TenantCache):  # the async one's loop stayed in the parent
@@ -598,7 +637,7 @@ def test_a_listen_target_in_another_database_is_refused(
 ) -> None:
     migrations.ensure_database(missing_db)
     migrations.apply(missing_db)  # migrated too: only which database it is tells them apart
-    with pytest.raises(ConfigurationError, match="listen= must name the database the pool"):
+    with pytest.raises(ConfigurationError, match="listen= must reach the tenants table the pool"):
         make_cache(listen=missing_db)
 
 
@@ -669,7 +708,9 @@ def test_answers_from_a_lagging_standby_are_served_but_never_kept(
     eventually(
         lambda: getattr(cache.get("acme"), "name", None) == "Changed", "the standby's new row"
     )
-    assert cache.stats().size == 0  # nothing was kept
+    stats = cache.stats()
+    assert stats.size == 0  # nothing was kept
+    assert stats.loads >= 2  # but each answer counts as a load
     assert getattr(_on(replica, "acme"), "name", None) == "Changed"
 
 
@@ -680,6 +721,107 @@ def _on(replica: Target, slug: str) -> Tenant | None:
             return tenants.get_by_slug(standby_conn, slug)
     except DatabaseUnavailable:
         return None
+
+
+# --- found by a second outside probe ---------------------------------------------------------
+
+
+def test_a_notification_right_behind_a_heartbeat_answer_is_relayed_at_once(
+    conn: Conn, target: Target
+) -> None:
+    """libpq stops parsing at the end of the heartbeat's answer; a notification that arrived
+    in the same read must still be relayed by that step, not one heartbeat later."""
+    core = CacheCore(object(), listen=target, heartbeat=0.2)
+    with db.connect(target, autocommit=True) as listener:
+        row = listener.execute(LISTENER_CHECK).fetchone()
+        listener.execute("LISTEN dbtools_tenants")
+        core.listen_to(core.listener_identity(row), tuple(row or ())[1:4])
+        relay = Relay(core, listener.pgconn)
+        time.sleep(0.1)
+        relay.wait()
+        assert relay.sent_at is not None  # the heartbeat went
+        time.sleep(0.1)  # its answer is back
+        conn.execute("NOTIFY dbtools_tenants, 'acme'")
+        time.sleep(0.2)  # the notification is behind it, in the same socket buffer
+        relay.step(readable=True)
+        assert core.stats().notifications == 1
+
+
+def test_an_async_cache_whose_event_loop_ended_stops_serving_from_memory(
+    conn: Conn, target: Target
+) -> None:
+    tenants.create(conn, "acme", "Acme")
+    holder: dict[str, Any] = {}
+
+    async def first() -> None:  # asyncio.run cancels the listener task when it returns
+        pool = await aio_db.create_pool(target)
+        cache = aio_cache.TenantCache(pool)
+        await cache.open()
+        await cache.get_by_slug("acme")
+        holder["cache"] = cache
+        await pool.close()
+
+    asyncio.run(first())
+    cache = holder["cache"]
+    tenants.update(conn, "acme", name="Changed while nobody listened")
+    assert not cache.stats().listening
+    assert cache.stats().size == 0
+    with pytest.raises(CacheClosed, match="not listening"):
+        asyncio.run(cache.get_by_slug("acme"))
+
+
+def test_racing_opens_make_one_listener(conn: Conn, target: Target) -> None:
+    async def open_three_times() -> None:
+        async with await aio_db.create_pool(target) as pool:
+            cache = aio_cache.TenantCache(pool)
+            await asyncio.gather(cache.open(), cache.open(), cache.open())
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (LISTENER,)
+            ).fetchone()
+            await cache.close()
+        assert row == (1,)
+
+    asyncio.run(open_three_times())
+
+
+def test_a_pool_that_reads_another_tenants_table_is_refused(
+    conn: Conn, make_cache: MakeCache
+) -> None:
+    conn.execute("CREATE SCHEMA other")
+    conn.execute("CREATE TABLE other.tenants (LIKE public.tenants INCLUDING ALL)")
+    with pytest.raises(ConfigurationError, match="search_path"):
+        make_cache(pool_kwargs={"options": "-c search_path=other,public"})
+
+
+def test_a_rewrite_of_the_table_is_noticed_within_a_heartbeat(
+    conn: Conn, make_cache: MakeCache
+) -> None:
+    """ALTER TABLE ... USING rewrites rows and fires no trigger: the heartbeat sees the table's
+    file node change, and the cache stops trusting what it holds."""
+    tenants.create(conn, "acme", "Acme")
+    cache = make_cache(heartbeat=0.3)
+    cached(cache, "acme")
+    conn.execute("ALTER TABLE tenants ALTER COLUMN name TYPE text USING name || ' (rewritten)'")
+    served(cache, conn, "acme")
+    eventually(lambda: cache.stats().listening, "listening again on the rewritten table")
+
+
+def test_pools_that_return_dicts_work(conn: Conn, target: Target, make_cache: MakeCache) -> None:
+    tenants.create(conn, "acme", "Acme")
+    cache = make_cache(pool_kwargs={"row_factory": dict_row})
+    assert cached(cache, "acme") == tenants.get_by_slug(conn, "acme")
+
+    async def connect_with_dicts() -> bool:
+        async with await aio_db.connect(target, row_factory=dict_row) as aconn:
+            return aconn.closed is False
+
+    assert asyncio.run(connect_with_dicts())
+
+
+def test_a_read_pool_listens_on_the_primary() -> None:
+    for attrs in ["prefer-standby", "read-only", "standby", "any"]:
+        pool = Target.from_url(f"postgresql://a,b/x?target_session_attrs={attrs}")
+        assert listen_target(pool, None).params["target_session_attrs"] == "read-write"
 
 
 # --- the property --------------------------------------------------------------------------------
@@ -741,7 +883,7 @@ def test_an_async_cache_that_was_never_opened_says_so(target: Target) -> None:
         pool = loop.run(aio_db.create_pool(target))
         cache = aio_cache.TenantCache(pool)
         for slug in ["acme", "Not A Slug"]:
-            with pytest.raises(CacheClosed, match="not open"):
+            with pytest.raises(CacheClosed, match="not listening"):
                 loop.run(cache.get_by_slug(slug))
         loop.run(pool.close())
     finally:

@@ -20,6 +20,7 @@ from contextlib import suppress
 from typing import Any
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from dbtools.aio import db as aio_db
 from dbtools.aio import tenants
@@ -50,21 +51,20 @@ class TenantCache(CacheCore):
     cache.close()``), in the event loop that uses it."""
 
     _task: asyncio.Task[None] | None = None  # the listener, once open
+    _opening: asyncio.Lock | None = None
 
     async def open(self) -> None:
-        """Connect and listen, or raise as :class:`dbtools.cache.TenantCache` does."""
+        """Connect and listen, or raise as :class:`dbtools.cache.TenantCache` does. Opening
+        an open cache does nothing; one whose event loop ended listens again."""
         self.check_open()
-        if self._task is not None:
-            return
-        conn = await self._open_listener()
-        try:
-            async with self._pool.connection() as pooled:
-                self.check_pool(await (await pooled.execute(POOL_CHECK)).fetchone())
-        except BaseException:
-            await conn.close()
-            raise
-        self.listening_started()
-        self._task = asyncio.create_task(self._listen(conn), name="dbtools-tenant-cache")
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:  # callers racing to open make one listener
+            if self._task is not None and not self._task.done():
+                return
+            conn = await self._open_listener()
+            self.listening_started()
+            self._task = asyncio.create_task(self._listen(conn), name="dbtools-tenant-cache")
 
     async def get_by_slug(self, slug: str) -> Tenant | None:
         """As :meth:`dbtools.cache.TenantCache.get_by_slug`, awaited."""
@@ -72,10 +72,11 @@ class TenantCache(CacheCore):
             found = self.lookup(slug)
             if found is not MISS:
                 return found  # type: ignore[return-value]
-        if self._task is None:
+        if self._task is None or self._task.done():
             self.check_open()
             raise CacheClosed(
-                "the tenant cache is not open: use `async with TenantCache(pool)`, or await open()"
+                "the tenant cache is not listening: use `async with TenantCache(pool)`, or await "
+                "open() (again, when the event loop that ran it has ended)"
             )
         if not is_valid_slug(slug):
             return None
@@ -112,8 +113,14 @@ class TenantCache(CacheCore):
         try:
             if await aio_db.behind_pooler(conn):
                 raise through_pooler(target, self._listen_derived)
-            self.check_listener(await (await conn.execute(LISTENER_CHECK)).fetchone())
+            identity = self.listener_identity(await (await conn.execute(LISTENER_CHECK)).fetchone())
             await conn.execute(LISTEN)
+            async with (
+                self._pool.connection() as pooled,
+                pooled.cursor(row_factory=tuple_row) as cur,
+            ):
+                await cur.execute(POOL_CHECK)
+                self.listen_to(identity, await cur.fetchone())
         except psycopg.Error as exc:
             mapped = error_for(exc, conn)  # before closing: it reads the connection
             await conn.close()
@@ -128,15 +135,20 @@ class TenantCache(CacheCore):
     async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """The task: relay notifications; when the connection is lost, listen again (until
         cancelled by close()). Any failure counts as a loss."""
-        while True:
-            try:
-                await self._relay(conn)
-            except Exception as exc:  # whatever it is, the channel is silent
-                self._lost(exc)
-            finally:
-                await conn.close()
-            conn = await self._reconnect()
-            self._back()
+        try:
+            while True:
+                try:
+                    await self._relay(conn)
+                except Exception as exc:  # whatever it is, the channel is silent
+                    self._lost(exc)
+                finally:
+                    await conn.close()
+                conn = await self._reconnect()
+                self._back()
+        finally:
+            # Cancelled by close(), or by the end of its event loop (asyncio.run cancels the
+            # tasks left): either way nothing is heard any more.
+            self.listening_lost()
 
     async def _reconnect(self) -> psycopg.AsyncConnection[Any]:
         """A new listening connection, tried with a growing delay (until cancelled)."""

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import psycopg
 from psycopg.pq import TransactionStatus
-from psycopg.rows import TupleRow
+from psycopg.rows import TupleRow, tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from dbtools.config import PreparedStatements, Target, prepared_statements, resolve
@@ -80,8 +80,9 @@ async def behind_pooler(conn: psycopg.AsyncConnection[Any]) -> bool:
             "behind_pooler() cannot query a connection in a failed transaction: roll it back"
         )
     try:
-        cur = await conn.execute("SELECT pg_backend_pid()", prepare=False)
-        row = await cur.fetchone()
+        async with conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute("SELECT pg_backend_pid()", prepare=False)
+            row = await cur.fetchone()
         if status == TransactionStatus.IDLE and not conn.autocommit:
             await conn.rollback()
     except psycopg.Error as exc:

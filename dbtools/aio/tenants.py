@@ -119,14 +119,19 @@ async def get_or_create(
 ) -> tuple[Tenant, bool]:
     """As :func:`dbtools.tenants.get_or_create`."""
     insert = _insert_if_absent_call(slug, name, settings)
-    for _ in range(GET_OR_CREATE_TRIES):
-        inserted = await _run(conn, insert)
-        if inserted is not None:
-            return inserted, True
-        existing = await get_by_slug(conn, slug)
-        if existing is not None:
-            return existing, False
-    raise _deleted_each_time(slug)
+    opened = opens_transaction(conn)
+    try:
+        for _ in range(GET_OR_CREATE_TRIES):
+            inserted = await _run(conn, insert)
+            if inserted is not None:
+                return inserted, True
+            existing = await get_by_slug(conn, slug)
+            if existing is not None:
+                return existing, False
+        raise _deleted_each_time(slug)
+    except BaseException:
+        await roll_back_opened(conn, opened)
+        raise
 
 
 async def update(
