@@ -429,8 +429,8 @@ def get_by_slug(conn: psycopg.Connection[Any], slug: str) -> Tenant | None:
     """The tenant with ``slug``, or None; a string that cannot be a slug is not looked up."""
     if not is_valid_slug(slug):
         return None
-    # The hot path: _run(conn, _get_by_slug_call(slug)) written out, without building a Call
-    # or entering a context-manager generator (bench/). dbtools.aio.tenants mirrors it.
+    # The hot path: a READ _Call written out, without building one or entering a context-manager
+    # generator (bench/). dbtools.aio.tenants mirrors it.
     opened = opens_transaction(conn)
     try:
         with conn.cursor(row_factory=_tenant_row) as cur:
@@ -652,12 +652,6 @@ def _first_value(rows: list[Any], count: int, slug: str) -> Any:
 def _deleted_each_time(slug: str) -> Conflict:
     tries = GET_OR_CREATE_TRIES
     return Conflict(f"tenant {slug!r} was deleted each time it was about to be read, {tries} times")
-
-
-def _get_by_slug_call(slug: str) -> _Call[Tenant | None]:
-    if not is_valid_slug(slug):
-        return _answer(None)
-    return _Call(Scope.READ, GET_BY_SLUG, {"slug": slug}, _tenant_row, _first_or_none)
 
 
 def _get_by_id_call(tenant_id: UUID) -> _Call[Tenant | None]:
