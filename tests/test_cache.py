@@ -747,6 +747,30 @@ def test_a_notification_right_behind_a_heartbeat_answer_is_relayed_at_once(
         assert core.stats().notifications == 1
 
 
+def test_closing_an_async_cache_with_data_waiting_on_its_socket_ends(
+    conn: Conn, target: Target
+) -> None:
+    """As a benchmark or a test runs it: the event loop idles between runs while a
+    notification reaches the listener's socket; close() then cancels the listener as its wait
+    ends. asyncio.wait_for dropped that cancellation (Python 3.11) and close() never returned."""
+    with asyncio.Runner() as runner:
+        pool = runner.run(aio_db.create_pool(target))
+        for attempt in range(10):
+            cache = aio_cache.TenantCache(pool, heartbeat=0.2)
+            runner.run(cache.open())
+            conn.execute("SELECT pg_notify('dbtools_tenants', 'acme')")
+            time.sleep(0.05)  # the notification waits in the socket; the loop is idle
+            closing = runner.run(_closed_within(cache, WITHIN))
+            assert closing, f"close() did not return (attempt {attempt})"
+        runner.run(pool.close())
+
+
+async def _closed_within(cache: aio_cache.TenantCache, seconds: float) -> bool:
+    """Whether ``cache.close()`` returned within ``seconds`` (it is left running if not)."""
+    done, _ = await asyncio.wait({asyncio.ensure_future(cache.close())}, timeout=seconds)
+    return bool(done)
+
+
 def test_an_async_cache_whose_event_loop_ended_stops_serving_from_memory(
     conn: Conn, target: Target
 ) -> None:

@@ -25,6 +25,7 @@ from psycopg.rows import tuple_row
 from dbtools.aio import db as aio_db
 from dbtools.aio import tenants
 from dbtools.cache import (
+    CLOSE_WAIT,
     LISTEN,
     LISTENER_CHECK,
     MISS,
@@ -93,10 +94,9 @@ class TenantCache(CacheCore):
         """Stop listening, close the listening connection, drop every entry. Idempotent."""
         self._mark_closed()
         task, self._task = self._task, None
-        if task is not None:
+        while task is not None and not task.done():  # cancelled until it ends, however it waits
             task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=CLOSE_WAIT)
 
     async def __aenter__(self) -> TenantCache:
         await self.open()
@@ -170,8 +170,11 @@ class TenantCache(CacheCore):
         loop.add_reader(socket, readable.set)
         try:
             while True:
+                # asyncio.timeout, not wait_for: on Python 3.11, wait_for drops a cancellation
+                # (close()) that arrives as the wait ends, and the task would run on forever.
                 with suppress(TimeoutError):
-                    await asyncio.wait_for(readable.wait(), relay.wait())
+                    async with asyncio.timeout(relay.wait()):
+                        await readable.wait()
                 ready = readable.is_set()
                 readable.clear()
                 relay.step(ready)
