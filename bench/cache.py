@@ -100,6 +100,7 @@ SAVED_TARGET = 50.0  # the round trip over a hit, at least
 P99_TARGET = 50e-3  # seconds of staleness, 99th percentile, at most
 MAX_GAP = 0.01  # seconds between renames, at most (a random gap)
 TIMEOUT = 5.0  # seconds to wait for one rename to show
+START_TIMEOUT = 60.0  # seconds for the writer process to start and connect
 
 
 @dataclass
@@ -170,6 +171,7 @@ def writer(
     gaps = random.Random(seed)  # noqa: S311 (the gaps need no secrecy)
     try:
         with db.connect(target) as conn:
+            pipe.send("ready")  # started and connected: the reader's clock may start
             for name in names:
                 if not pipe.recv():
                     return
@@ -205,6 +207,12 @@ def staleness(target: Target, updates: int, max_gap: float, timeout: float, seed
             raise SystemExit(f"no tenant {SLUG!r}: the first part creates it")
         original = tenant.name
         process.start()
+        # The writer's start (a spawned interpreter importing the benchmark) is no part of any
+        # change's time: wait until it is connected.
+        started = here.recv() if here.poll(START_TIMEOUT) else None
+        if started != "ready":
+            why = started or f"nothing within {START_TIMEOUT:g} s"
+            raise SystemExit(f"the writer did not start: {why}")
         stale: list[float] = []  # seconds from the commit's return to the new name showing
         bound: list[float] = []  # the same from before the commit was sent: an upper bound
         commits: list[float] = []  # seconds the commit took to return
