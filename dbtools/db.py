@@ -195,11 +195,10 @@ class Pool(ConnectionPool[psycopg.Connection[TupleRow]]):
             with super().connection(timeout) as conn:
                 yield conn
         except psycopg.Error as exc:
-            if not is_connection_failure(exc):
+            lost = lost_connection(exc, self.target)
+            if lost is None:
                 raise
-            raise unavailable(
-                exc, self.target.describe(), connecting=False, password=self.target.password
-            ) from exc
+            raise lost from exc
 
     def getconn(self, timeout: float | None = None) -> psycopg.Connection[TupleRow]:
         try:
@@ -216,6 +215,14 @@ class Pool(ConnectionPool[psycopg.Connection[TupleRow]]):
         with self._in_use_lock:
             self._in_use -= 1
         super().putconn(conn)
+
+
+def lost_connection(exc: psycopg.Error, target: Target) -> DatabaseUnavailable | None:
+    """What a pool's ``connection()`` block raises for ``exc``: DatabaseUnavailable when the
+    connection to ``target`` was lost, else None (the block's own error stands)."""
+    if not is_connection_failure(exc):
+        return None
+    return unavailable(exc, target.describe(), connecting=False, password=target.password)
 
 
 def pool_timeout_error(

@@ -23,6 +23,7 @@ from dbtools.db import (
     Scope,
     in_transaction_block,
     is_connection_failure,
+    lost_connection,
     no_first_connection,
     opens_transaction,
     pool_arguments,
@@ -134,11 +135,10 @@ class AsyncPool(AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]]):
             async with super().connection(timeout) as conn:
                 yield conn
         except psycopg.Error as exc:
-            if not is_connection_failure(exc):
+            lost = lost_connection(exc, self.target)
+            if lost is None:
                 raise
-            raise unavailable(
-                exc, self.target.describe(), connecting=False, password=self.target.password
-            ) from exc
+            raise lost from exc
 
     async def getconn(self, timeout: float | None = None) -> psycopg.AsyncConnection[TupleRow]:
         try:
