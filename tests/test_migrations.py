@@ -50,6 +50,26 @@ def test_apply_rollback_apply_gives_an_identical_schema(target: Target) -> None:
     assert schema.dump(target) == applied_once
 
 
+def test_each_rollback_restores_exactly_the_schema_before_its_migration(
+    target: Target, tmp_path: Path
+) -> None:
+    """What a DBA counts on when a deploy is undone: rolling back migration N leaves the schema
+    (comments and privileges included) that migrations 1 to N-1 made, not merely one that works."""
+    migrations.rollback(target, count=len(MIGRATION_IDS))
+    before = [schema.dump(target)]  # before[n]: the schema with the first n migrations applied
+    for count in range(1, len(MIGRATION_IDS)):
+        folder = copy_migrations(tmp_path / f"first-{count}")
+        for later in MIGRATION_IDS[count:]:
+            (folder / f"{later}.sql").unlink()
+            (folder / f"{later}.rollback.sql").unlink()
+        migrations.apply(target, folder)
+        before.append(schema.dump(target))
+    assert migrations.apply(target) == MIGRATION_IDS[-1:]
+    for count in reversed(range(len(MIGRATION_IDS))):
+        assert migrations.rollback(target) == [MIGRATION_IDS[count]]
+        assert schema.dump(target) == before[count], MIGRATION_IDS[count]
+
+
 def test_apply_is_a_no_op_when_nothing_is_pending(target: Target) -> None:
     assert migrations.apply(target) == []
 

@@ -254,9 +254,9 @@ def test_every_constraint_and_the_trigger_say_their_rule(conn: Conn) -> None:
         FROM pg_trigger WHERE tgrelid = 'tenants'::regclass AND NOT tgisinternal
         """
     ).fetchall()
-    # 9 constraints; triggers tenants_timestamps, _reserved_slug, _audit, _audit_insert and the
-    # four _notify_*
-    assert len(rows) == 17
+    # 9 constraints; triggers tenants_timestamps, _reserved_slug, _reserved_slug_insert, _audit,
+    # _audit_insert and the four _notify_*
+    assert len(rows) == 18
     assert [name for name, comment in rows if not comment] == []
     comments = dict(rows)
     assert comments["tenants_slug_key"] == "No two tenants share a slug."
@@ -292,6 +292,72 @@ def test_a_dba_can_reserve_more_and_an_existing_holder_keeps_its_slug(conn: Conn
     # The tenant that held "acme" before it was reserved is still updated as any other.
     conn.execute("UPDATE tenants SET name = 'Acme 2', slug = slug WHERE slug = 'acme'")
     assert conn.execute("SELECT name FROM tenants WHERE slug = 'acme'").fetchone() == ("Acme 2",)
+
+
+def test_a_statement_inserting_one_reserved_slug_among_many_inserts_none(conn: Conn) -> None:
+    """Inserts are checked per statement (0008): the whole statement is refused, naming the
+    first reserved slug in slug order, and leaves no tenant and no event behind."""
+    slugs = [f"tenant-{i:03d}" for i in range(300)] + ["www", "api"]
+    with pytest.raises(errors.CheckViolation) as caught:
+        conn.execute(
+            "INSERT INTO tenants (slug, name) SELECT slug, 'X' FROM unnest(%s::text[]) AS slug",
+            [slugs],
+        )
+    diag = caught.value.diag
+    assert (diag.constraint_name, diag.table_name, diag.column_name) == (
+        RESERVED,
+        "tenants",
+        "slug",
+    )
+    assert diag.message_primary == 'the slug "api" is reserved for the platform'
+    assert conn.execute("SELECT count(*) FROM tenants").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM tenant_events").fetchone() == (0,)
+
+
+def copy_tenants(conn: Conn, rows: list[tuple[str, str]]) -> None:
+    with conn.cursor() as cur, cur.copy("COPY tenants (slug, name) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def test_copy_of_a_reserved_slug_is_refused(conn: Conn) -> None:
+    with pytest.raises(errors.CheckViolation) as caught:
+        copy_tenants(conn, [("acme", "Acme"), ("admin", "Admin")])
+    assert caught.value.diag.constraint_name == RESERVED
+    assert conn.execute("SELECT count(*) FROM tenants").fetchone() == (0,)
+
+
+def test_an_upsert_of_a_slug_held_before_it_was_reserved_leaves_its_holder_be(
+    conn: Conn,
+) -> None:
+    """ON CONFLICT (slug) inserts nothing for a slug a tenant holds, so it takes nothing."""
+    row = insert(conn, "acme")
+    conn.execute("INSERT INTO reserved_slugs (slug, reason) VALUES ('acme', 'now ours')")
+    conn.execute("INSERT INTO tenants (slug, name) VALUES ('acme', 'X') ON CONFLICT DO NOTHING")
+    assert conn.execute("SELECT * FROM tenants").fetchall() == [row]
+    conn.execute(
+        "INSERT INTO tenants (slug, name) VALUES ('acme', 'Acme 2') "
+        "ON CONFLICT (slug) DO UPDATE SET name = excluded.name"
+    )
+    assert conn.execute("SELECT slug, name FROM tenants").fetchall() == [("acme", "Acme 2")]
+    violates(
+        conn,
+        errors.CheckViolation,
+        RESERVED,
+        "INSERT INTO tenants (slug, name) VALUES ('www', 'X') ON CONFLICT DO NOTHING",
+        None,
+    )
+
+
+def test_renaming_many_tenants_stops_at_a_reserved_slug(conn: Conn) -> None:
+    for slug in ("acme", "globex"):
+        insert(conn, slug)
+    conn.execute("INSERT INTO reserved_slugs (slug, reason) VALUES ('acme-x', 'kept')")
+    violates(conn, errors.CheckViolation, RESERVED, "UPDATE tenants SET slug = slug || '-x'", None)
+    assert conn.execute("SELECT slug FROM tenants ORDER BY 1").fetchall() == [
+        ("acme",),
+        ("globex",),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,8 @@ REVOKE CREATE ON SCHEMA public FROM PUBLIC, {role};
 REVOKE CREATE ON DATABASE {database} FROM {role};
 REVOKE ALL ON FUNCTION
     tg_tenants__timestamps(), tg_tenants__reserved_slug(), tg_tenants__audit(),
-    tg_tenant_events__append_only(), tg_tenants__notify(), tg_tenants__audit_insert()
+    tg_tenant_events__append_only(), tg_tenants__notify(), tg_tenants__audit_insert(),
+    tg_tenants__reserved_slug_insert()
 FROM {role};
 -- Attributes that would reach past these grants.
 ALTER ROLE {role} NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;

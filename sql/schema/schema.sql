@@ -125,7 +125,7 @@ $$;
 -- Name: FUNCTION tg_tenants__audit(); Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON FUNCTION public.tg_tenants__audit() IS 'AFTER INSERT OR UPDATE OR DELETE trigger on tenants: records each change in tenant_events (SECURITY DEFINER, so writers of tenants need no privilege on tenant_events).';
+COMMENT ON FUNCTION public.tg_tenants__audit() IS 'AFTER UPDATE OR DELETE trigger on tenants: records each change in tenant_events (SECURITY DEFINER, so writers of tenants need no privilege on tenant_events); inserts are tg_tenants__audit_insert''s.';
 
 --
 -- Name: tg_tenants__audit_insert(); Type: FUNCTION; Schema: public; Owner: -
@@ -168,9 +168,9 @@ BEGIN
         PERFORM pg_notify('dbtools_tenants', '*');
         RETURN NULL;
     ELSIF TG_OP = 'INSERT' THEN
-        changed := ARRAY(SELECT DISTINCT slug FROM new_rows);
+        changed := ARRAY(SELECT slug FROM new_rows);
     ELSIF TG_OP = 'DELETE' THEN
-        changed := ARRAY(SELECT DISTINCT slug FROM old_rows);
+        changed := ARRAY(SELECT slug FROM old_rows);
     ELSE
         -- A row the UPDATE left as it was is in both transition tables and cancels out; a
         -- changed row leaves its old slug in the first difference and its new one in the second.
@@ -180,9 +180,9 @@ BEGIN
             SELECT slug FROM (SELECT * FROM new_rows EXCEPT SELECT * FROM old_rows) AS after
         );
     END IF;
-    FOR batch IN 0 .. (cardinality(changed) + 99) / 100 - 1 LOOP
-        PERFORM pg_notify('dbtools_tenants', array_to_string(changed[batch * 100 + 1 : batch * 100 + 100], ' '));
-    END LOOP;
+    PERFORM pg_notify('dbtools_tenants', string_agg(slug, ' ' ORDER BY position))
+    FROM unnest(changed) WITH ORDINALITY AS listed (slug, position)
+    GROUP BY (position - 1) / 100;
     RETURN NULL;
 END;
 $$;
@@ -215,7 +215,36 @@ $$;
 -- Name: FUNCTION tg_tenants__reserved_slug(); Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON FUNCTION public.tg_tenants__reserved_slug() IS 'BEFORE INSERT OR UPDATE OF slug trigger on tenants: refuses a slug listed in reserved_slugs (check_violation, tenants_slug_reserved).';
+COMMENT ON FUNCTION public.tg_tenants__reserved_slug() IS 'BEFORE UPDATE OF slug trigger on tenants: refuses a new slug listed in reserved_slugs (check_violation, tenants_slug_reserved).';
+
+--
+-- Name: tg_tenants__reserved_slug_insert(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.tg_tenants__reserved_slug_insert() RETURNS trigger
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    reserved text;
+BEGIN
+    SELECT min(inserted.slug) INTO reserved
+    FROM new_rows AS inserted
+    JOIN public.reserved_slugs AS r ON r.slug = inserted.slug;
+    IF reserved IS NOT NULL THEN
+        RAISE EXCEPTION 'the slug "%" is reserved for the platform', reserved
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'tenants_slug_reserved',
+                  TABLE = TG_TABLE_NAME, COLUMN = 'slug';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+--
+-- Name: FUNCTION tg_tenants__reserved_slug_insert(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.tg_tenants__reserved_slug_insert() IS 'AFTER INSERT ... FOR EACH STATEMENT trigger on tenants: refuses the statement if it inserted a slug listed in reserved_slugs (check_violation, tenants_slug_reserved).';
 
 --
 -- Name: tg_tenants__timestamps(); Type: FUNCTION; Schema: public; Owner: -
@@ -680,13 +709,25 @@ COMMENT ON TRIGGER tenants_notify_update ON public.tenants IS 'NOTIFY dbtools_te
 -- Name: tenants tenants_reserved_slug; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER tenants_reserved_slug BEFORE INSERT OR UPDATE OF slug ON public.tenants FOR EACH ROW EXECUTE FUNCTION public.tg_tenants__reserved_slug();
+CREATE TRIGGER tenants_reserved_slug BEFORE UPDATE OF slug ON public.tenants FOR EACH ROW EXECUTE FUNCTION public.tg_tenants__reserved_slug();
 
 --
 -- Name: TRIGGER tenants_reserved_slug ON tenants; Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON TRIGGER tenants_reserved_slug ON public.tenants IS 'Refuses a slug listed in reserved_slugs on INSERT, and on an UPDATE that changes the slug (see tg_tenants__reserved_slug).';
+COMMENT ON TRIGGER tenants_reserved_slug ON public.tenants IS 'Refuses an UPDATE that changes a slug to one listed in reserved_slugs (see tg_tenants__reserved_slug); inserts are tenants_reserved_slug_insert''s.';
+
+--
+-- Name: tenants tenants_reserved_slug_insert; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tenants_reserved_slug_insert AFTER INSERT ON public.tenants REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.tg_tenants__reserved_slug_insert();
+
+--
+-- Name: TRIGGER tenants_reserved_slug_insert ON tenants; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TRIGGER tenants_reserved_slug_insert ON public.tenants IS 'Refuses an INSERT of a slug listed in reserved_slugs, checking all the rows of the statement at once (see tg_tenants__reserved_slug_insert).';
 
 --
 -- Name: tenants tenants_timestamps; Type: TRIGGER; Schema: public; Owner: -
