@@ -18,7 +18,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from report import Check, Section, Table, cell, profile
+from report import BenchError, Check, Section, Table, cell, profile
 from rounds import Batch, Mode, Samples, calibrate, interleave, ratio, spread, timed_calls
 from scratch import slug_of
 
@@ -109,7 +109,7 @@ def _check_answers(calls: dict[str, Callable[[], object]]) -> None:
     for name, n in expected.items():
         found = calls[name]()
         if not isinstance(found, dict | list) or len(found) != n:
-            raise SystemExit(f"bench: {name} did not return {n} tenants")
+            raise BenchError(f"{name} did not return {n} tenants")
 
 
 def _tables(section: Section, samples: Samples) -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from contenders import dbtools_program
-from report import Check, Section, Table, cell, profile
+from report import BenchError, Check, Section, Table, cell, profile
 from rounds import Mode, Spread, interleave, ratio, spread
 from scratch import empty
 
@@ -92,7 +92,7 @@ def run(target: Target, mode: Mode) -> Section:
             )
             elapsed = time.perf_counter() - start
             if done.returncode != 0:
-                raise SystemExit(f"bench: dbtools tenants import failed: {done.stderr.strip()}")
+                raise BenchError(f"dbtools tenants import failed: {done.stderr.strip()}")
             return elapsed / mode.import_rows
 
         phases: dict[str, list[float]] = {phase: [] for phase in PHASES}
@@ -113,9 +113,7 @@ def run(target: Target, mode: Mode) -> Section:
             for phase, (first, last) in zip(PHASES, itertools.pairwise(marks), strict=True):
                 phases[phase].append(last - first)
             if created != mode.import_rows:
-                raise SystemExit(
-                    f"bench: import_csv created {created} tenants, not {mode.import_rows}"
-                )
+                raise BenchError(f"import_csv created {created} tenants, not {mode.import_rows}")
             return elapsed / created
 
         def one_by_one() -> float:

@@ -54,15 +54,18 @@ import contextlib
 import multiprocessing
 import os
 import random
+import signal
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from typing import Any
 
-from report import Check, Section, Table, cell
+from report import BenchError, Check, Section, Table, cell
 from rounds import (
     Mode,
     Samples,
@@ -167,7 +170,8 @@ def writer(
 ) -> None:
     """The writer process: for each message on ``pipe``, wait a random gap, commit the next
     rename, and send back when it committed, as ``(name, before, after)`` in
-    ``time.monotonic()`` seconds (or the text of the error that stopped it)."""
+    ``time.monotonic()`` seconds (or the text of the error that stopped it). It never sees
+    SIGINT (:func:`sigint_blocked`): the reader stops it, through the pipe, on Ctrl-C too."""
     gaps = random.Random(seed)  # noqa: S311 (the gaps need no secrecy)
     try:
         with db.connect(target) as conn:
@@ -182,8 +186,23 @@ def writer(
                 conn.commit()
                 after = time.monotonic()
                 pipe.send((name, before, after))
+    except EOFError:  # the reader is gone: nothing to tell it
+        return
     except Exception as exc:
-        pipe.send(f"{type(exc).__name__}: {exc}")
+        with contextlib.suppress(OSError):  # the reader may be gone too
+            pipe.send(f"{type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def sigint_blocked() -> Iterator[None]:
+    """SIGINT held back while a process is started: the process inherits the blocked signal,
+    so never sees one (multiprocessing starts its resource tracker so); this process gets a
+    Ctrl-C that came meanwhile as the block ends."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def staleness(target: Target, updates: int, max_gap: float, timeout: float, seed: int) -> Staleness:
@@ -204,19 +223,21 @@ def staleness(target: Target, updates: int, max_gap: float, timeout: float, seed
     ):
         tenant = cache.get_by_slug(SLUG)
         if tenant is None:
-            raise SystemExit(f"no tenant {SLUG!r}: the first part creates it")
+            raise BenchError(f"no tenant {SLUG!r}: the first part creates it")
         original = tenant.name
-        process.start()
-        # The writer's start (a spawned interpreter importing the benchmark) is no part of any
-        # change's time: wait until it is connected.
-        started = here.recv() if here.poll(START_TIMEOUT) else None
-        if started != "ready":
-            why = started or f"nothing within {START_TIMEOUT:g} s"
-            raise SystemExit(f"the writer did not start: {why}")
         stale: list[float] = []  # seconds from the commit's return to the new name showing
         bound: list[float] = []  # the same from before the commit was sent: an upper bound
         commits: list[float] = []  # seconds the commit took to return
+        resource_tracker.ensure_running()  # now: starting it later would unblock SIGINT
+        with sigint_blocked():
+            process.start()
         try:
+            # The writer's start (a spawned interpreter importing the benchmark) is no part of
+            # any change's time: wait until it is connected.
+            started = here.recv() if here.poll(START_TIMEOUT) else None
+            if started != "ready":
+                why = started or f"nothing within {START_TIMEOUT:g} s"
+                raise BenchError(f"the writer did not start: {why}")
             for name in names:
                 here.send(True)
                 deadline = time.monotonic() + timeout
@@ -228,18 +249,21 @@ def staleness(target: Target, updates: int, max_gap: float, timeout: float, seed
                         seen = time.monotonic()
                         break
                     if count % 1000 == 0 and time.monotonic() > deadline:
-                        raise SystemExit(stuck(name, timeout, here))
+                        raise BenchError(stuck(name, timeout, here))
                 change = here.recv()
                 if isinstance(change, str):
-                    raise SystemExit(f"the writer failed: {change}")
+                    raise BenchError(f"the writer failed: {change}")
                 _, before, after = change
                 stale.append(seen - after)
                 bound.append(seen - before)
                 commits.append(after - before)
-        finally:
-            with contextlib.suppress(BrokenPipeError):
+        finally:  # the writer stopped first, so that no rename of its follows the restore
+            with contextlib.suppress(OSError):
                 here.send(False)
             process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+                process.join()
             with tenants.acting_as(conn, ACTOR):
                 tenants.update(conn, SLUG, name=original)
         stats = cache.stats()
@@ -389,7 +413,10 @@ def main() -> None:
         if args.switch_interval is not None:
             sys.setswitchinterval(args.switch_interval)
         print()
-        found = staleness(target, args.updates, args.max_gap, args.timeout, args.seed)
+        try:
+            found = staleness(target, args.updates, args.max_gap, args.timeout, args.seed)
+        except BenchError as exc:
+            raise SystemExit(f"bench: {exc}") from None
         print_staleness(found, args.max_gap)
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from report import BenchError
 from sqlalchemy import JSON, DateTime, Engine, String, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import QueuePool
@@ -93,8 +94,8 @@ def asyncpg_kwargs(target: Target) -> dict[str, Any]:
     params = target.params
     unknown = sorted(set(params) - set(ASYNCPG_KEYWORDS) - {"application_name"})
     if unknown:
-        raise SystemExit(
-            f"bench: cannot give asyncpg the libpq parameters {unknown} of {target.describe()}"
+        raise BenchError(
+            f"cannot give asyncpg the libpq parameters {unknown} of {target.describe()}"
         )
     kwargs: dict[str, Any] = {}
     for key, keyword in ASYNCPG_KEYWORDS.items():
@@ -127,7 +128,7 @@ def dbtools_program() -> str:
     beside = Path(sys.executable).parent / "dbtools"
     if beside.exists():
         return str(beside)
-    raise SystemExit(f"bench: no dbtools command beside {sys.executable}: install the package")
+    raise BenchError(f"no dbtools command beside {sys.executable}: install the package")
 
 
 def pgbench_path() -> str | None:
@@ -184,7 +185,7 @@ class Pgbench:
         done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
         found = _LATENCY.search(done.stdout)
         if done.returncode != 0 or found is None:
-            raise SystemExit(f"bench: pgbench failed: {done.stderr.strip() or done.stdout}")
+            raise BenchError(f"pgbench failed: {done.stderr.strip() or done.stdout}")
         return float(found.group(1)) / 1e3
 
     def close(self) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 from contenders import OriginalTenant, Pgbench, asyncpg_kwargs, engine, orm_lookup, pgbench_path
-from report import Check, Section, Table, cell, profile
+from report import BenchError, Check, Section, Table, cell, profile
 from rounds import Batch, Mode, Samples, calibrate, interleave, ratio, spread, timed, timed_async
 from scratch import RAW, SLUG
 
@@ -168,12 +168,12 @@ def _contenders(
     for name, fn in {**sync_calls, **async_calls}.items():  # none is timed doing less
         found = fn(SLUG) if name in sync_calls else runner.run(fn(SLUG))
         if found is None:
-            raise SystemExit(f"bench: {name} did not find the tenant {SLUG!r}")
+            raise BenchError(f"{name} did not find the tenant {SLUG!r}")
     program = pgbench_path()
     if program is not None:  # it comes with PostgreSQL, but not with every client install
         batches[PGBENCH] = pgbench = Pgbench(program, target, SLUG)
         stack.callback(pgbench.close)
-    profiles = {
+    profiles: dict[str, Callable[[], object]] = {
         f"{LAYER}, 3000 calls": partial(tenants.get_by_slug, conn, SLUG),
         f"{RAW_SIDE}, 3000 calls": partial(raw, SLUG),
     }

@@ -4,7 +4,8 @@ machine, the Markdown file and the plot.
 A section (one module of bench/) returns a :class:`Section`: its tables, ready to print; its
 :class:`Check` s, each a measured figure against the issue's target, with the gap when missed;
 profiles that show where the time of a missed target goes; and how its panel of the plot is
-drawn.
+drawn. A section that cannot measure what it set out to raises :class:`BenchError`; one that
+failed (any exception) is a :class:`Failure` in the report instead.
 """
 
 # The tables print × and – on purpose (ruff takes them for look-alikes of x and -).
@@ -26,6 +27,30 @@ from pathlib import Path
 from typing import Any
 
 from rounds import Spread
+
+
+class BenchError(Exception):
+    """A section could not measure what it set out to (a command failed, a contender found
+    nothing): the message says what."""
+
+
+@dataclass
+class Failure:
+    """A section that raised instead of returning its :class:`Section`."""
+
+    number: int
+    key: str
+    reason: str  # "ExceptionType: message"
+
+    def __post_init__(self) -> None:
+        reason = " ".join(self.reason.split())  # one line, whatever the message held
+        self.reason = reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 1] + "…"
+
+    def line(self) -> str:
+        return f"section {self.number} ({self.key}) failed: {self.reason}"
+
+
+REASON_CHARS = 300  # of a failure's message, at most
 
 
 @dataclass
@@ -276,6 +301,7 @@ def write_markdown(
     plot: Path | None,
     seconds: float,
     command: str,
+    failures: Sequence[Failure] = (),
 ) -> None:
     checks = [(section.number, check) for section in sections for check in section.checks]
     missed = sum(not check.met for _, check in checks)
@@ -285,6 +311,15 @@ def write_markdown(
         f"Written by `python {command}`; not edited by hand. "
         f"{len(checks) - missed} of {len(checks)} targets met. The run took {seconds:.0f} s.",
         "",
+    ]
+    for failure in failures:
+        reason = failure.reason.replace("`", "'")  # inside a code span
+        parts += [
+            f"**Section {failure.number} ({failure.key}) failed**, so its figures and targets "
+            f"are missing: `{reason}`",
+            "",
+        ]
+    parts += [
         "Method: every figure is the median of interleaved rounds: each round runs every "
         "contender of a section once, one batch of calls each, in an order that alternates from "
         "round to round, so that the noise of a shared machine falls on all of them alike "

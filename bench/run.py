@@ -19,33 +19,49 @@ Everything runs in scratch databases made on the server of the configured target
 nothing is written to the configured database. The full run writes ``bench/results.md`` and
 ``bench/results.png``; ``--quick`` (about a minute: fewer rounds, smaller batches, tables of
 10,000 and 100,000 tenants) writes ``bench/results-quick.md`` and ``.png``, which git ignores;
-``--only`` writes nothing unless ``--output`` is given. Each section's tables are printed as it
-ends. The exit status is 0 whether targets are met or not: the file says which.
+``--only`` writes nothing unless ``--output`` is given (a ``.md`` file in a folder that exists
+and may be written; checked before anything runs). Each section's tables are printed as it
+ends.
+
+A section that fails (an exception) is reported in one line on stderr and in the file, and the
+others run on: the file and the plot hold those that finished. SIGINT (Ctrl-C), SIGTERM or
+SIGHUP stops the run: the scratch databases are dropped, one line says so, and the exit status
+is 128 + the signal's number (130, 143, 129). Otherwise the exit status is 0 whether targets are
+met or not (the file says which), 1 if a section failed, 2 if the run could not start (a wrong
+argument, no server, no right to create a database).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import batches
-import bulk_import
-import cache
-import get_by_slug
-import startup
-import table_size
-from contenders import pgbench_version
-from report import Machine, Section, Table, load_average, machine, write_markdown, write_plot
+from report import (
+    Failure,
+    Machine,
+    Section,
+    Table,
+    load_average,
+    machine,
+    write_markdown,
+    write_plot,
+)
 from rounds import FULL, QUICK, Mode
-from scratch import Scratch, add_bench_tenant, fill
+from scratch import Interrupted, Scratch, add_bench_tenant, fill
 
 from dbtools import config, db
 from dbtools.config import Target
 from dbtools.errors import DbToolsError
+
+# The sections are imported once the arguments are checked (see _sections): they load the bench
+# extra (SQLAlchemy, asyncpg), which a wrong argument need not wait for, or even have.
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ("lookup", "batch", "size", "import", "startup", "cache")
@@ -64,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         help=f"run these sections only: {', '.join(SECTIONS)} (or 1-{len(SECTIONS)})",
     )
     parser.add_argument(
-        "--output", type=Path, help="the Markdown file to write (the PNG beside it)"
+        "--output",
+        type=_output,
+        metavar="FILE.md",
+        help="the Markdown file to write (the PNG beside it, FILE.png)",
     )
     args = parser.parse_args(argv)
     mode = QUICK if args.quick else FULL
@@ -73,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     output: Path | None = args.output
     if output is None and not args.only:
         output = HERE / ("results-quick.md" if args.quick else "results.md")
+        problem = _unwritable(output)
+        if problem:
+            parser.error(problem)
     command = shlex.join(["bench/run.py", *(argv if argv is not None else sys.argv[1:])])
 
     try:
@@ -80,32 +102,79 @@ def main(argv: list[str] | None = None) -> int:
     except DbToolsError as exc:  # no server, no right to create a database...
         print(f"bench: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        print(f"bench: {exc}: `make bench` installs the bench extra", file=sys.stderr)
+        return 2
+    except Interrupted as exc:  # the scratch databases were dropped on the way out
+        print(f"bench: interrupted ({exc}); scratch databases dropped", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:  # Ctrl-C before any scratch database was made
+        print("bench: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def _output(value: str) -> Path:
+    """``--output``: a Markdown file, in a folder that exists and may be written."""
+    path = Path(value)
+    if value.endswith(os.sep) or path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value!r} is a folder: name the .md file to write")
+    if path.suffix != ".md":
+        raise argparse.ArgumentTypeError(
+            f"{value!r} does not end in .md (the plot is written beside it, as .png)"
+        )
+    problem = _unwritable(path)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return path
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why the Markdown file ``path`` and its plot could not be written, if they could not."""
+    folder = path.parent
+    if not folder.is_dir():
+        return f"no folder {str(folder)!r} to write {path.name!r} in"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {str(folder)!r} may not be written"
+    for file in (path, path.with_suffix(".png")):
+        if file.is_dir():
+            return f"{str(file)!r} is a folder"
+        if file.exists() and not os.access(file, os.W_OK):
+            return f"{str(file)!r} may not be written"
+    return None
 
 
 def _run(mode: Mode, selected: list[str], output: Path | None, command: str) -> int:
     started = time.perf_counter()
+    modules = _sections()
     configured = config.resolve()
     sections: list[Section] = []
+    failures: list[Failure] = []
     with Scratch(configured) as scratch:
         targets = _prepare(scratch, mode, selected)
         facts = _machine(scratch.main(), mode, selected)
         print(f"bench: {mode.name} run of {', '.join(selected)} in {scratch.prefix}*", flush=True)
-        runners = _runners(targets, mode)
+        runners = _runners(modules, targets, mode)
         for key in selected:
             begun = time.perf_counter()
-            section = runners[key]()
+            try:
+                section = runners[key]()
+            except Exception as exc:  # the others still run; an Interrupted is no Exception
+                failure = Failure(SECTIONS.index(key) + 1, key, f"{type(exc).__name__}: {exc}")
+                failures.append(failure)
+                print(f"bench: {failure.line()}", file=sys.stderr, flush=True)
+                continue
             section.seconds = time.perf_counter() - begun
             sections.append(section)
             print(f"\n{section.markdown()}\n", flush=True)
     facts.load_end = load_average()
     seconds = time.perf_counter() - started
-    _summary(sections, seconds)
+    _summary(sections, failures, seconds)
     if output is not None:
         plot = output.with_suffix(".png")
         drawn = write_plot(plot, sections, facts)
-        write_markdown(output, sections, facts, plot if drawn else None, seconds, command)
+        write_markdown(output, sections, facts, plot if drawn else None, seconds, command, failures)
         print(f"wrote {_shown(output)}" + (f" and {_shown(plot)}" if drawn else ""))
-    return 0
+    return 1 if failures else 0
 
 
 def _prepare(scratch: Scratch, mode: Mode, selected: list[str]) -> dict[int, Target]:
@@ -125,16 +194,37 @@ def _prepare(scratch: Scratch, mode: Mode, selected: list[str]) -> dict[int, Tar
     return targets
 
 
-def _runners(targets: dict[int, Target], mode: Mode) -> dict[str, Callable[[], Section]]:
+def _runners(
+    modules: dict[str, Any], targets: dict[int, Target], mode: Mode
+) -> dict[str, Callable[[], Section]]:
     sizes = sorted(size for size in targets if size)
     main = targets[sizes[0]]
     return {
-        "lookup": lambda: get_by_slug.run(main, mode),
-        "batch": lambda: batches.run(main, mode, sizes[0]),
-        "size": lambda: table_size.run({size: targets[size] for size in sizes}, mode),
-        "import": lambda: bulk_import.run(targets[0], mode),
-        "startup": lambda: startup.run(main, mode),
-        "cache": lambda: cache.run(main, mode),
+        "lookup": lambda: modules["lookup"].run(main, mode),
+        "batch": lambda: modules["batch"].run(main, mode, sizes[0]),
+        "size": lambda: modules["size"].run({size: targets[size] for size in sizes}, mode),
+        "import": lambda: modules["import"].run(targets[0], mode),
+        "startup": lambda: modules["startup"].run(main, mode),
+        "cache": lambda: modules["cache"].run(main, mode),
+    }
+
+
+def _sections() -> dict[str, Any]:
+    """The section modules, by key (imported here: see the note at the top)."""
+    import batches
+    import bulk_import
+    import cache
+    import get_by_slug
+    import startup
+    import table_size
+
+    return {
+        "lookup": get_by_slug,
+        "batch": batches,
+        "size": table_size,
+        "import": bulk_import,
+        "startup": startup,
+        "cache": cache,
     }
 
 
@@ -154,14 +244,17 @@ def _machine(target: Target, mode: Mode, selected: list[str]) -> Machine:
         f"tables of {', '.join(f'{size:,}' for size in mode.sizes)} tenants; sections "
         f"{', '.join(selected)}"
     )
+    from contenders import pgbench_version  # the bench extra: see the note at the top
+
     return machine(server, connection, pgbench_version(), description)
 
 
-def _summary(sections: list[Section], seconds: float) -> None:
+def _summary(sections: list[Section], failures: list[Failure], seconds: float) -> None:
     table = Table(
         f"Targets ({seconds:.0f} s in all)", ["", "what", "target", "measured (spread)", ""], left=2
     )
     table.rows = [check.row(section.number) for section in sections for check in section.checks]
+    table.notes = [f"**{failure.line()}**" for failure in failures]
     print(table.markdown())
 
 

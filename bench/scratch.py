@@ -4,8 +4,11 @@
 (``dbtools.config.resolve()``, with the same credentials), applies the migrations to it, and
 clones it (``CREATE DATABASE ... TEMPLATE``, migrated and empty) for each further database a
 run needs: the bigger tables of the table-size section, the import's. Leaving the ``with`` block
-drops every database it made (``DROP DATABASE ... WITH (FORCE)``), whatever happened; SIGTERM is
-turned into an exception first so that it unwinds too.
+drops every database it made (``DROP DATABASE ... WITH (FORCE)``), whatever happened. Inside it,
+SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted`, so that the run unwinds; once one has,
+and while the databases are dropped, further ones are held back, so that no second Ctrl-C or
+``kill`` cuts the cleanup short (a signal that arrives only during the cleanup is raised after
+it). The previous handlers are back when the block is left.
 
 Tables are filled set-based (:func:`fill`): one ``INSERT ... SELECT ... generate_series`` with the
 table's triggers off for that transaction only (the audit trail would otherwise double the work of
@@ -18,7 +21,7 @@ import os
 import signal
 import time
 from types import FrameType, TracebackType
-from typing import LiteralString
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
@@ -49,11 +52,26 @@ EMPTY: tuple[LiteralString, ...] = (
     "ALTER TABLE tenant_events ENABLE TRIGGER USER",
 )
 CLONE_TRIES = 20  # CREATE DATABASE ... TEMPLATE fails while a session is still leaving it
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each stops a run, which cleans up
 
 
 def slug_of(number: int) -> str:
     """The slug of tenant ``number`` of a filled table (1-based)."""
     return f"t-{number:07d}"
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal (SIGINT, SIGTERM or SIGHUP). A ``KeyboardInterrupt``, so that
+    psycopg cancels a query under way, as on Ctrl-C, and ``except Exception`` lets it pass."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+    @property
+    def status(self) -> int:
+        """The exit status of a process that a signal ended: 128 + its number."""
+        return 128 + self.signum
 
 
 class Scratch:
@@ -64,10 +82,13 @@ class Scratch:
         self.configured = configured
         self.prefix = f"dbtools_bench_{os.getpid()}"
         self.made: list[str] = []
-        self._previous_sigterm: object = None
+        self._previous: dict[signal.Signals, Any] = {}
+        self._stopped_by: int | None = None  # the first stopping signal received
+        self._closing = False
 
     def __enter__(self) -> Scratch:
-        self._previous_sigterm = signal.signal(signal.SIGTERM, _terminate)
+        for signum in STOPPING:
+            self._previous[signum] = signal.signal(signum, self._on_signal)
         return self
 
     def __exit__(
@@ -76,10 +97,26 @@ class Scratch:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._closing = True
         try:
             self.drop_all()
         finally:
-            signal.signal(signal.SIGTERM, self._previous_sigterm)  # type: ignore[arg-type]
+            for signum, previous in self._previous.items():
+                # None: a handler not set from Python, which cannot be put back; the default.
+                signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+            self._previous.clear()
+        if self._stopped_by is not None and not isinstance(exc, KeyboardInterrupt):
+            raise Interrupted(self._stopped_by)  # held back while the databases were dropped
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Unwinding or cleaning up already; or just entering __exit__, before _closing is set.
+        entering = frame is not None and frame.f_code is Scratch.__exit__.__code__
+        if self._stopped_by is not None or self._closing or entering:
+            if self._stopped_by is None:
+                self._stopped_by = signum
+            return
+        self._stopped_by = signum
+        raise Interrupted(signum)
 
     def main(self) -> Target:
         """The first scratch database, migrated (made on the first call)."""
@@ -98,6 +135,7 @@ class Scratch:
         statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
             sql.Identifier(name), sql.Identifier(template.dbname)
         )
+        self.made.append(name)  # before it exists: an interruption may come as it is made
         with db.maintenance_connection(self.configured) as conn:
             for attempt in range(CLONE_TRIES):
                 try:
@@ -107,7 +145,6 @@ class Scratch:
                     if attempt == CLONE_TRIES - 1:
                         raise
                     time.sleep(0.1)
-        self.made.append(name)
         return self.configured.with_dbname(name)
 
     def drop_all(self) -> None:
@@ -120,10 +157,6 @@ class Scratch:
                 conn.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
                 )
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(f"stopped by signal {signum}: dropping the scratch databases")
 
 
 def fill(target: Target, count: int, *, first: int = 1) -> None:

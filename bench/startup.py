@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from contenders import dbtools_program
-from report import Check, Section, Table, cell
+from report import BenchError, Check, Section, Table, cell
 from rounds import Mode, interleave, ratio, spread
 
 from dbtools.config import Target
@@ -84,7 +84,7 @@ def _timer(command: list[str], env: dict[str, str]) -> Callable[[], float]:
         done = subprocess.run(command, env=env, capture_output=True, check=False)
         elapsed = time.perf_counter() - start
         if done.returncode != 0:
-            raise SystemExit(f"bench: {' '.join(command)} failed: {done.stderr.decode().strip()}")
+            raise BenchError(f"{' '.join(command)} failed: {done.stderr.decode().strip()}")
         return elapsed
 
     return timed

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from report import Check, Section, Table, cell
+from report import BenchError, Check, Section, Table, cell
 from rounds import Batch, Mode, calibrate, interleave, ratio, spread, timed_calls
 from scratch import slug_of
 
@@ -102,7 +102,7 @@ def _operations(conn: Any, size: int) -> dict[str, Callable[[], object]]:
     def lookup() -> object:
         found = tenants.get_by_slug(conn, next(turn))
         if found is None:
-            raise SystemExit("bench: a tenant of the filled table is missing")
+            raise BenchError("a tenant of the filled table is missing")
         return found
 
     return {
