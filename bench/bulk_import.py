@@ -12,6 +12,10 @@ Into an empty scratch database, emptied again (``TRUNCATE``, untimed) before eve
   it): the fastest way to send one INSERT per row, for scale.
 
 Every insert fires the table's triggers (the audit trail, the notifications), as in production.
+
+Then what the table's rules cost the database: the same rows copied into ``tenants`` with all of
+them, and without some (triggers disabled, CHECK constraints dropped, in transactions rolled
+back), interleaved: the profile of the server's side, which cProfile cannot see.
 """
 
 # The tables print × and – on purpose (ruff takes them for look-alikes of x and -).
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from contenders import dbtools_program
+from psycopg import sql
 from report import BenchError, Check, Section, Table, cell, profile
 from rounds import Mode, Spread, interleave, ratio, spread
 from scratch import empty
@@ -44,12 +49,40 @@ COMMAND = "dbtools tenants import (the command)"
 IN_PROCESS = "import_csv, in this process"
 ONE_BY_ONE = "tenants.create per row, one transaction"
 EXECUTEMANY = "cursor.executemany(tenants.INSERT), one transaction"
-# import_csv's steps, as its progress callback marks them.
+# import_csv's steps, as its progress callback marks them: the first report of Phase.INSERT, and
+# its last before the final one. The rows are sent faster than the database inserts them: the
+# third step is the wait for it (the last 1,000 rows sent count in it).
 PHASES = (
     "read and check the rows (Python)",
-    "COPY to the staging table, look for taken slugs",
-    "INSERT ... SELECT into tenants (triggers), commit",
+    "send the rows (COPY into tenants)",
+    "the database inserts them (constraints, indexes, triggers), commit",
 )
+# What the table's rules cost the database: the same rows copied into tenants without some of
+# them, in a transaction rolled back (ALTER TABLE and DROP CONSTRAINT are transactional).
+# (the ALTER TABLE that disables triggers, whether to drop every CHECK constraint too)
+WITHOUT: dict[str, tuple[str | None, bool]] = {
+    "every constraint and trigger, as the import": (None, False),
+    "without the audit trail (tenants_audit_insert)": (
+        "ALTER TABLE tenants DISABLE TRIGGER tenants_audit_insert",
+        False,
+    ),
+    "without the notifications (tenants_notify_insert)": (
+        "ALTER TABLE tenants DISABLE TRIGGER tenants_notify_insert",
+        False,
+    ),
+    "without the reserved-slug check (tenants_reserved_slug_insert)": (
+        "ALTER TABLE tenants DISABLE TRIGGER tenants_reserved_slug_insert",
+        False,
+    ),
+    "without any trigger": ("ALTER TABLE tenants DISABLE TRIGGER USER", False),
+    "without any trigger or CHECK constraint (indexes only)": (
+        "ALTER TABLE tenants DISABLE TRIGGER USER",
+        True,
+    ),
+}
+CHECKS = """
+    SELECT conname FROM pg_constraint WHERE conrelid = 'tenants'::regclass AND contype = 'c'
+"""
 IMPORT_TARGET = 100_000.0  # rows per second, at least
 FASTER_TARGET = 10.0  # times the rows per second of one tenants.create per row, at least
 
@@ -99,17 +132,18 @@ def run(target: Target, mode: Mode) -> Section:
 
         def in_process() -> float:
             empty(admin)
-            began: dict[importing.Phase, float] = {}
+            reported: dict[importing.Phase, list[float]] = {phase: [] for phase in importing.Phase}
 
             def progress(phase: importing.Phase, count: int) -> None:
-                began.setdefault(phase, time.perf_counter())
+                reported[phase].append(time.perf_counter())
 
             start = time.perf_counter()
             created = importing.import_csv(conn, csv_path, progress=progress)
             conn.commit()
             end = time.perf_counter()
             elapsed = end - start
-            marks = [start, began[importing.Phase.STAGE], began[importing.Phase.INSERT], end]
+            sending = reported[importing.Phase.INSERT]
+            marks = [start, sending[0], sending[-2], end]
             for phase, (first, last) in zip(PHASES, itertools.pairwise(marks), strict=True):
                 phases[phase].append(last - first)
             if created != mode.import_rows:
@@ -187,6 +221,7 @@ def run(target: Target, mode: Mode) -> Section:
                 ]
             )
         section.tables.append(where)
+        section.tables.append(_rules(conn, admin, mode))
         section.checks += [
             Check(
                 "`dbtools tenants import`",
@@ -213,6 +248,57 @@ def run(target: Target, mode: Mode) -> Section:
             )
         empty(admin)
     return section
+
+
+def _rules(conn: Any, admin: Any, mode: Mode) -> Table:
+    """What each of the table's rules costs the COPY of the import's rows (see WITHOUT)."""
+    empty(admin)
+    data = "".join(
+        f"{slug}\t{name}\t{json.dumps(settings)}\n"
+        for slug, name, settings in map(row, range(1, mode.import_rows + 1))
+    ).encode()
+    checks = [name for (name,) in conn.execute(CHECKS).fetchall()]
+    conn.rollback()
+    batches = {
+        label: partial(_copy_without, conn, disable, checks if drop else [], data)
+        for label, (disable, drop) in WITHOUT.items()
+    }
+    samples = interleave(batches, mode.import_rounds)
+    table = Table(
+        f"What the table's rules cost: `COPY` of the same {mode.import_rows:,} rows into "
+        "tenants, without some of them (rolled back; the database's time only)",
+        ["COPY into tenants", "seconds", "rows/s", "× the time of indexes only"],
+    )
+    floor = next(reversed(WITHOUT))
+    for label in WITHOUT:
+        seconds = spread(samples, label)
+        table.rows.append(
+            [
+                label,
+                cell(seconds, "s"),
+                cell(_rate(seconds.scaled(1 / mode.import_rows)), "rows/s"),
+                cell(ratio(samples, label, floor), "×"),
+            ]
+        )
+    return table
+
+
+def _copy_without(conn: Any, disable: str | None, checks: list[str], data: bytes) -> float:
+    """Seconds to COPY ``data`` into tenants with the ``disable`` statement run and the
+    ``checks`` constraints dropped first, in a transaction rolled back."""
+    try:
+        if disable is not None:
+            conn.execute(disable)
+        for name in checks:
+            conn.execute(
+                sql.SQL("ALTER TABLE tenants DROP CONSTRAINT {}").format(sql.Identifier(name))
+            )
+        start = time.perf_counter()
+        with conn.cursor() as cur, cur.copy(importing.COPY_TENANTS) as copy:
+            copy.write(data)
+        return time.perf_counter() - start
+    finally:
+        conn.rollback()
 
 
 def _import_once(conn: Any, path: Path) -> None:

@@ -2,15 +2,21 @@
 
 The CSV comes from a file (a regular file, ``/dev/stdin``, a FIFO, a shell's ``<(...)``) or an
 open text stream. Its header is ``slug,name`` or ``slug,name,settings`` (settings: a JSON
-object). Every row is checked first, with the same rules as :mod:`dbtools.tenants`; the good rows
-go to a temporary staging table with ``COPY``, which also finds slugs that exist already, and one
-``INSERT ... SELECT`` moves them into ``tenants``. Any bad row (invalid slug, duplicate within the
-file or with the table, blank name, bad JSON) is reported with its line number in the file, the
-header being line 1, and nothing is written. :class:`ImportFailed` lists every bad row; each
-message quotes at most a short, escaped excerpt of a value or line (:func:`dbtools.errors.excerpt`).
+object). Every row is checked first, with the same rules as :mod:`dbtools.tenants`, before the
+database is touched (so a slow pipe holds no transaction open); then one ``COPY`` writes the
+rows into ``tenants``, where the table's own rules (``tenants_slug_key``, the reserved slugs,
+the constraints) and triggers (the audit trail, the notifications) apply to them as to any
+insert.
 
-Progress is reported by :class:`Phase`: reading and checking the rows, staging them (``COPY``),
-inserting them (``INSERT``).
+Any bad row (invalid slug, duplicate within the file or with the table, reserved, blank name,
+bad JSON) is reported with its line number in the file, the header being line 1, and nothing is
+written. :class:`ImportFailed` lists every bad row: when the file or the database refuses one,
+the good rows are staged in a temporary table (``COPY``) and looked up in ``tenants`` and
+``reserved_slugs`` at once, so that every taken slug is named with its line, not only the first
+the database met. Each message quotes at most a short, escaped excerpt of a value or line
+(:func:`dbtools.errors.excerpt`).
+
+Progress is reported by :class:`Phase`.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ import csv
 import enum
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import psycopg
 
@@ -38,15 +45,16 @@ MAX_LINE = 1 << 20  # characters in one line of the file: far more than any real
 BOM = "\ufeff"
 HEADER_EXCERPT = 30
 
+# COPY writes rows in file order, so tenant_events records them in file order too.
+COPY_TENANTS = "COPY tenants (slug, name, settings) FROM STDIN"
+# Where refused rows are looked into: every slug of the file that is taken or reserved.
 CREATE_STAGING = """
     CREATE TEMPORARY TABLE tenant_import (
         line integer NOT NULL,
-        slug text NOT NULL,
-        name text NOT NULL,
-        settings jsonb NOT NULL
+        slug text NOT NULL
     ) ON COMMIT DROP
 """
-COPY_STAGING = "COPY tenant_import (line, slug, name, settings) FROM STDIN"
+COPY_STAGING = "COPY tenant_import (line, slug) FROM STDIN"
 # Slugs taken by a tenant, and slugs a DBA reserved (the built-in ones are refused in Python).
 EXISTING = """
     SELECT s.line, s.slug, false AS reserved
@@ -59,24 +67,22 @@ EXISTING = """
     ORDER BY 1
 """
 DROP_STAGING = "DROP TABLE tenant_import"
-INSERT_ALL = """
-    INSERT INTO tenants (slug, name, settings)
-    SELECT slug, name, settings
-    FROM tenant_import
-    ORDER BY line
-"""
 
 
 class Phase(enum.Enum):
-    """A step of an import, in the order they run; ``progress`` gets it with a count of rows."""
+    """A step of an import; ``progress`` gets it with a count of rows."""
 
     READ = "read"  # records read and checked (the header not counted)
-    STAGE = "stage"  # good rows copied to the staging table (COPY), then checked against tenants
-    INSERT = "insert"  # rows inserted into tenants: one statement, so 0 when it starts, then all
+    # Only when a row is refused: the good rows staged (COPY) and looked up in tenants.
+    STAGE = "stage"
+    # Rows sent to the database (COPY into tenants); the last count comes once it inserted them
+    # all, their triggers run.
+    INSERT = "insert"
 
 
 # progress(phase, count): called with 0 when a phase starts, every PROGRESS_EVERY rows within it,
-# and with the phase's total when it ends; never twice in a row with the same arguments.
+# and with the phase's total when it ends; never twice in a row with the same arguments. It runs
+# while the connection is busy with a COPY: it must not use the connection.
 Progress = Callable[[Phase, int], None]
 
 
@@ -106,38 +112,64 @@ def import_csv(
         path = Path(source)
         label = path.name if name is None else name
         try:
-            with path.open(encoding="utf-8-sig", newline="") as handle:
-                rows, errors = _read(handle, label, report)
+            handle = path.open(encoding="utf-8-sig", newline="")
         except OSError as exc:  # opening it (reading errors are caught in _read)
             raise ImportFailed(label, [_unreadable(exc)]) from exc
+        with handle:
+            rows, errors = _read(handle, label, report)
     else:
         label = name if name is not None else str(getattr(source, "name", "<stream>"))
         rows, errors = _read(source, label, report)
+    if errors:
+        _refuse(conn, label, rows, errors, report)
     try:
         with scope(conn, Scope.ATOMIC):
-            return _load(conn, label, rows, errors, report)
-    except psycopg.errors.UniqueViolation as exc:  # another writer took a slug meanwhile
-        error = RowError(None, "another writer created one of these slugs meanwhile; try again")
-        raise ImportFailed(label, [error]) from exc
+            return _insert(conn, rows, report)
+    except psycopg.errors.UniqueViolation as exc:  # in the table, or by another writer meanwhile
+        _refuse(conn, label, rows, [], report, exc)
+    except psycopg.errors.CheckViolation as exc:
+        if exc.diag.constraint_name != tenants.SLUG_RESERVED:
+            raise
+        _refuse(conn, label, rows, [], report, exc)  # reserved by a DBA
 
 
 def _silent(phase: Phase, count: int) -> None:
     pass
 
 
-def _load(
+def _insert(
+    conn: psycopg.Connection[Any], rows: list[tuple[int, str, str, str]], report: Progress
+) -> int:
+    report(Phase.INSERT, 0)
+    with conn.cursor() as cur:
+        with cur.copy(COPY_TENANTS) as copy:
+            for count, (_, slug, name, settings) in enumerate(rows, start=1):
+                copy.write_row((slug, name, settings))
+                if count % PROGRESS_EVERY == 0 and count < len(rows):
+                    report(Phase.INSERT, count)
+        created = cur.rowcount
+    if created:
+        report(Phase.INSERT, created)
+    return created
+
+
+def _refuse(
     conn: psycopg.Connection[Any],
     source: str,
     rows: list[tuple[int, str, str, str]],
     errors: list[RowError],
     report: Progress,
-) -> int:
-    with conn.cursor() as cur:
+    refusal: psycopg.Error | None = None,
+) -> NoReturn:
+    """Raise ImportFailed with ``errors`` and every good row whose slug is taken or reserved,
+    each with its line; ``refusal`` is the database's refusal of the rows, if it was one."""
+    # Raised in the scope, which rolls back what it opened: the caller's connection is as it was.
+    with scope(conn, Scope.ATOMIC), conn.cursor() as cur:
         cur.execute(CREATE_STAGING)
         report(Phase.STAGE, 0)
         with cur.copy(COPY_STAGING) as copy:
-            for count, row in enumerate(rows, start=1):
-                copy.write_row(row)
+            for count, (line, slug, _, _) in enumerate(rows, start=1):
+                copy.write_row((line, slug))
                 if count % PROGRESS_EVERY == 0 and count < len(rows):
                     report(Phase.STAGE, count)
         for line, slug, reserved in cur.execute(EXISTING).fetchall():
@@ -147,15 +179,10 @@ def _load(
                 errors.append(RowError(line, f"a tenant with slug {excerpt(slug)} already exists"))
         if rows:
             report(Phase.STAGE, len(rows))
-        if errors:
-            raise ImportFailed(source, sorted(errors, key=lambda e: e.line or 0))
-        report(Phase.INSERT, 0)
-        cur.execute(INSERT_ALL)
-        created = cur.rowcount
-        cur.execute(DROP_STAGING)  # not left to the commit: the caller's transaction goes on
-        if created:
-            report(Phase.INSERT, created)
-        return created
+        if not errors:  # another writer took a slug, and rolled back since
+            message = "another writer created one of these slugs meanwhile; try again"
+            errors.append(RowError(None, message))
+        raise ImportFailed(source, sorted(errors, key=lambda e: e.line or 0)) from refusal
 
 
 def _read(
@@ -254,16 +281,44 @@ def _row(
     first_line[slug] = line
     name = tenants.validate_name(slug, fields[1])
     raw = fields[2].strip() if width == 3 and len(fields) == 3 else ""
-    settings: object = {}
-    if raw:
-        try:
-            settings = _settings_json.decode(raw)
-        except ValueError as exc:
-            message = f"settings of tenant {excerpt(slug)} are not valid JSON: {exc}"
-            raise ValueError(message) from None
-        except RecursionError:
-            raise ValueError(f"settings of tenant {excerpt(slug)} are nested too deeply") from None
+    if not raw:
+        return line, slug, name, "{}"
+    try:
+        settings = _settings_json.decode(raw)
+    except ValueError as exc:
+        message = f"settings of tenant {excerpt(slug)} are not valid JSON: {exc}"
+        raise ValueError(message) from None
+    except RecursionError:
+        raise ValueError(f"settings of tenant {excerpt(slug)} are nested too deeply") from None
+    if type(settings) is dict and _stored_as_written(raw):
+        return line, slug, name, raw
     return line, slug, name, tenants.settings_json(slug, settings)
+
+
+def _stored_as_written(text: str) -> bool:
+    """Whether the JSON object ``text`` (decoded without error) may go to the database as it is
+    written: jsonb then stores what it would store from :func:`dbtools.tenants.settings_json`'s
+    text, without the cost of writing it again (a third of the time of checking a row).
+
+    So nothing that settings_json would refuse or change: no ``\\u`` escape (NUL, a lone
+    surrogate), no fraction or exponent (a float, which Python rounds), no more brackets than
+    settings may nest, every character encodable. Text that only looks like one of these (a
+    string holding "1.5") takes the long way, with the same result.
+    """
+    return (
+        "\\u" not in text
+        and _fraction_or_exponent(text) is None
+        and text.count("{") + text.count("[") <= tenants.SETTINGS_MAX_DEPTH
+        and (text.isascii() or _encodable(text))
+    )
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _reject_constant(name: str) -> object:
@@ -272,3 +327,4 @@ def _reject_constant(name: str) -> object:
 
 # One decoder for every row: json.loads with an argument builds a new one per call.
 _settings_json = json.JSONDecoder(parse_constant=_reject_constant)
+_fraction_or_exponent = re.compile(r"[0-9][.eE]").search

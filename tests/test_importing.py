@@ -12,15 +12,19 @@ import io
 import json
 import re
 import sys
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from psycopg import pq
 
-from dbtools import tenants
+from dbtools import importing, tenants
 from dbtools.errors import DbToolsError, InvalidSlug, excerpt
 from dbtools.importing import MAX_LINE, ImportFailed, Phase, RowError, import_csv
 from dbtools.slugs import validate_slug
@@ -193,6 +197,63 @@ def test_odd_names_and_settings_are_stored_verbatim(
         assert tenant.name == name, slug
         assert tenant.settings == settings, slug
     assert row_count(conn) == len(names)
+
+
+# JSON as people and programs write it: any nesting of objects, lists and scalars, floats and
+# big integers, text with escapes, NUL, lone surrogates and non-ASCII characters.
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(blacklist_categories=()), max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+# Numbers as any program may write them, which Python may read back otherwise (0.1000...01,
+# 1e400): JSON's grammar.
+NUMBER_LITERALS = st.from_regex(
+    r"-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,24})?([eE][-+]?[0-9]{1,3})?", fullmatch=True
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    value=st.dictionaries(st.text(max_size=4), JSON_VALUES, max_size=4),
+    numbers=st.lists(NUMBER_LITERALS, max_size=3),
+    ensure_ascii=st.booleans(),
+    indent=st.sampled_from([None, 0, 2]),
+)
+def test_imported_settings_are_stored_as_tenants_create_stores_them(
+    conn: Conn, value: dict[str, Any], numbers: list[str], ensure_ascii: bool, indent: int | None
+) -> None:
+    """The import stores the settings text as written when it can (no \\u escape, no float)
+    and writes it again otherwise: either way jsonb holds what tenants.create would store, and
+    a row create refuses is refused, with the same reason."""
+    written = json.dumps(value, ensure_ascii=ensure_ascii, indent=indent).strip()[1:-1].strip()
+    members = [written] if written else []
+    members += [f'"#{index}": {number}' for index, number in enumerate(numbers)]
+    raw = "{" + ", ".join(members) + "}"
+    expected = outcome(lambda: tenants.settings_json("acme", json.loads(raw)))
+    got = outcome(lambda: importing._row(2, ["acme", "Acme", raw], 3, {})[3])
+    assert got[0] == expected[0], (raw, got, expected)
+    if got[0] == "refused":
+        assert got == expected
+    else:
+        same = conn.execute("SELECT %s::jsonb = %s::jsonb", (got[1], expected[1])).fetchone()
+        assert same == (True,), (raw, got, expected)
+
+
+def outcome(call: Callable[[], str]) -> tuple[str, str]:
+    """("stored", the settings text) or ("refused", why)."""
+    try:
+        return "stored", call()
+    except (DbToolsError, ValueError) as exc:
+        return "refused", str(exc)
 
 
 # --- the whole file refused --------------------------------------------------------------------
@@ -519,12 +580,10 @@ def test_progress_on_a_terminal_covers_read_copy_and_insert(
         "reading: 1,000 rows",
         "reading: 2,000 rows",
         "reading: 2,500 rows",
-        "staging (COPY): 0 rows",
-        "staging (COPY): 1,000 rows",
-        "staging (COPY): 2,000 rows",
-        "staging (COPY): 2,500 rows",
-        "inserting 2,500 tenants...",
-        "inserted 2,500 tenants",
+        "inserting: 0 tenants",
+        "inserting: 1,000 tenants",
+        "inserting: 2,000 tenants",
+        "inserting: 2,500 tenants",
     ]
     assert result.stderr.endswith("\n")  # the line is ended: the shell prompt starts afresh
     assert row_count(conn) == 2500
@@ -628,15 +687,68 @@ def test_import_failed_carries_row_errors_with_line_and_message(conn: Conn, tmp_
     assert slugs_in(conn) == ["taken"]
 
 
+def test_a_slug_another_writer_takes_during_the_import_is_reported_with_its_line(
+    conn: Conn, connect: Callable[..., Conn], tmp_path: Path
+) -> None:
+    """The COPY waits on the other writer's uncommitted row; once it commits, the import is
+    refused and the slug named with its line, as if it had been there from the start."""
+    rows = [["slug", "name"], *([f"tenant-{i:04d}", f"Tenant {i}"] for i in range(50))]
+    path = write_rows(tmp_path, rows)
+    other = connect()
+    other.execute("INSERT INTO tenants (slug, name) VALUES ('tenant-0005', 'Theirs')")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        importing_ = pool.submit(import_csv, conn, path)
+        observer = connect(autocommit=True)
+        for _ in range(600):  # until the COPY waits for the other transaction, 30 s at most
+            waiting = observer.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
+                [conn.info.backend_pid],
+            ).fetchone()
+            if waiting == (1,):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the import never waited for the other writer")
+        other.commit()
+        with pytest.raises(ImportFailed) as caught:
+            importing_.result(timeout=30)
+    assert [str(error) for error in caught.value.errors] == [
+        "line 7: a tenant with slug 'tenant-0005' already exists"
+    ]
+    assert slugs_in(conn) == ["tenant-0005"]
+
+
+def test_a_slug_taken_and_given_back_during_the_import_asks_to_try_again(
+    conn: Conn, connect: Callable[..., Conn], tmp_path: Path
+) -> None:
+    """The database refused the rows for a slug that is free again once the import looks for
+    it: no line to name, so the import says what happened."""
+    tenants.create(conn, "tenant-0002", "Theirs")
+    other = connect(autocommit=True)
+
+    def progress(phase: Phase, count: int) -> None:
+        if (phase, count) == (Phase.STAGE, 0):  # refused: the taken slug goes before the lookup
+            other.execute("DELETE FROM tenants WHERE slug = 'tenant-0002'")
+
+    rows = [["slug", "name"], *([f"tenant-{i:04d}", f"Tenant {i}"] for i in range(5))]
+    with pytest.raises(ImportFailed) as caught:
+        import_csv(conn, write_rows(tmp_path, rows), progress=progress)
+    assert [str(error) for error in caught.value.errors] == [
+        "another writer created one of these slugs meanwhile; try again"
+    ]
+    assert isinstance(caught.value.__cause__, psycopg.errors.UniqueViolation)
+    assert row_count(conn) == 0
+
+
 def test_progress_follows_every_phase_to_the_end_of_the_insert(conn: Conn, tmp_path: Path) -> None:
     rows = [["slug", "name"], *([f"tenant-{i:04d}", f"Tenant {i}"] for i in range(2500))]
     calls: list[tuple[Phase, int]] = []
-    stored_when_inserting: list[int] = []
+    states: list[int] = []
 
     def progress(phase: Phase, count: int) -> None:
         calls.append((phase, count))
-        if phase is Phase.INSERT:  # the connection is idle between statements: look
-            stored_when_inserting.append(row_count(conn))
+        if phase is Phase.INSERT:
+            states.append(conn.pgconn.transaction_status)
 
     assert import_csv(conn, write_rows(tmp_path, rows), progress=progress) == 2500
     assert calls == [
@@ -644,14 +756,14 @@ def test_progress_follows_every_phase_to_the_end_of_the_insert(conn: Conn, tmp_p
         (Phase.READ, 1000),
         (Phase.READ, 2000),
         (Phase.READ, 2500),
-        (Phase.STAGE, 0),
-        (Phase.STAGE, 1000),
-        (Phase.STAGE, 2000),
-        (Phase.STAGE, 2500),
         (Phase.INSERT, 0),
+        (Phase.INSERT, 1000),
+        (Phase.INSERT, 2000),
         (Phase.INSERT, 2500),
     ]
-    assert stored_when_inserting == [0, 2500]  # called before the INSERT, and after it
+    # Before the COPY, during it, and once the database has inserted every row.
+    idle, busy = pq.TransactionStatus.INTRANS, pq.TransactionStatus.ACTIVE
+    assert states == [idle, busy, busy, idle]
 
 
 def test_progress_of_a_refused_import_stops_before_the_insert(conn: Conn, tmp_path: Path) -> None:
@@ -664,11 +776,37 @@ def test_progress_of_a_refused_import_stops_before_the_insert(conn: Conn, tmp_pa
     assert calls == [(Phase.READ, 0), (Phase.READ, 3), (Phase.STAGE, 0), (Phase.STAGE, 2)]
 
 
-def test_progress_of_a_header_only_file_names_each_phase_once(conn: Conn, tmp_path: Path) -> None:
+def test_progress_of_a_header_only_file_names_each_of_its_phases_once(
+    conn: Conn, tmp_path: Path
+) -> None:
     calls: list[tuple[Phase, int]] = []
     path = write_file(tmp_path, "slug,name\n")
     import_csv(conn, path, progress=lambda phase, count: calls.append((phase, count)))
-    assert calls == [(Phase.READ, 0), (Phase.STAGE, 0), (Phase.INSERT, 0)]
+    assert calls == [(Phase.READ, 0), (Phase.INSERT, 0)]
+
+
+def test_progress_of_an_import_the_database_refuses_ends_looking_up_every_slug(
+    conn: Conn, tmp_path: Path
+) -> None:
+    rows = [["slug", "name"], *([f"tenant-{i:04d}", f"Tenant {i}"] for i in range(1500))]
+    tenants.create(conn, "tenant-1499", "Taken")
+    calls: list[tuple[Phase, int]] = []
+    with pytest.raises(ImportFailed) as caught:
+        import_csv(conn, write_rows(tmp_path, rows), progress=lambda *call: calls.append(call))
+    assert [str(error) for error in caught.value.errors] == [
+        "line 1501: a tenant with slug 'tenant-1499' already exists"
+    ]
+    assert calls == [
+        (Phase.READ, 0),
+        (Phase.READ, 1000),
+        (Phase.READ, 1500),
+        (Phase.INSERT, 0),
+        (Phase.INSERT, 1000),
+        (Phase.STAGE, 0),
+        (Phase.STAGE, 1000),
+        (Phase.STAGE, 1500),
+    ]
+    assert slugs_in(conn) == ["tenant-1499"]
 
 
 # --- sources: a path or an open text stream ----------------------------------------------------

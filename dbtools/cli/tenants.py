@@ -110,19 +110,15 @@ class _ProgressLine:
 
     def __init__(self) -> None:
         self.width = 0
-        self.staged = 0
 
     def __call__(self, phase: Phase, count: int) -> None:
         # By value: importing Phase here would load psycopg whenever the CLI starts.
         if phase.value == "read":
             text = f"reading: {count:,} rows"
         elif phase.value == "stage":
-            self.staged = count
-            text = f"staging (COPY): {count:,} rows"
-        elif count == 0:
-            text = f"inserting {self.staged:,} tenants..."
+            text = f"looking for taken slugs: {count:,} rows"
         else:
-            text = f"inserted {count:,} tenants"
+            text = f"inserting: {count:,} tenants"
         print(f"\r{text.ljust(self.width)}", end="", file=sys.stderr, flush=True)
         self.width = len(text)
 
