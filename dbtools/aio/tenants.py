@@ -187,7 +187,10 @@ async def _run(conn: AsyncConn, call: _Call[R]) -> R:
     if call.sql is None:
         return call.result([], 0, call.slug)
     try:
-        async with scope(conn, call.scope), conn.cursor(row_factory=call.rows) as cur:
+        async with (
+            scope(conn, call.scope),
+            conn.cursor(row_factory=call.rows, binary=call.binary) as cur,
+        ):
             await cur.execute(call.sql, call.params)
             rows = await cur.fetchall() if _has_rows(cur) else []
             return call.result(rows, cur.rowcount, call.slug)
