@@ -12,7 +12,7 @@ import pytest
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from dbtools import db, roles, tenants
+from dbtools import db, migrations, roles, tenants
 from dbtools.config import Target
 from dbtools.errors import ConfigurationError
 from tests.helpers import Cli
@@ -180,6 +180,25 @@ def test_the_command_sets_up_the_role_twice(
         f"{conn.info.dbname!r}, and nothing more\n"
     )
     assert privileges(conn, role_name) == EXPECTED
+
+
+def test_setup_works_on_the_schema_a_rollback_left(
+    conn: Conn, target: Target, role_name: str
+) -> None:
+    """After `dbtools rollback` (of 0008, then of 0007 too) the role is set up on the schema
+    that is there: no trigger function of a rolled-back migration is named."""
+    for count in (1, 2):
+        migrations.rollback(target)
+        assert roles.setup_runtime_role(conn, role_name) is (count == 1)
+        assert privileges(conn, role_name) == EXPECTED
+        name = sql.Identifier(role_name)
+        conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION tg_tenants__notify() TO {}").format(name))
+        roles.setup_runtime_role(conn, role_name)
+        may_execute = conn.execute(
+            "SELECT has_function_privilege(%s, 'tg_tenants__notify()', 'EXECUTE')", [role_name]
+        ).fetchone()
+        assert may_execute == (False,)
+    migrations.apply(target)
 
 
 def test_the_command_refuses_a_reserved_role_name(cli: Cli, db_url: str) -> None:

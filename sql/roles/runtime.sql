@@ -35,11 +35,9 @@ GRANT SELECT ON reserved_slugs TO PUBLIC;
 -- default), no schemas in the database; no calling the trigger functions.
 REVOKE CREATE ON SCHEMA public FROM PUBLIC, {role};
 REVOKE CREATE ON DATABASE {database} FROM {role};
-REVOKE ALL ON FUNCTION
-    tg_tenants__timestamps(), tg_tenants__reserved_slug(), tg_tenants__audit(),
-    tg_tenant_events__append_only(), tg_tenants__notify(), tg_tenants__audit_insert(),
-    tg_tenants__reserved_slug_insert()
-FROM {role};
+-- Every function of the schema, not a list: the trigger functions the migrations applied so far
+-- made, whichever those are (a rolled-back migration takes its own away).
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA public FROM {role};
 -- Attributes that would reach past these grants.
 ALTER ROLE {role} NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
 
