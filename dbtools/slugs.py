@@ -6,9 +6,10 @@ trailing newline (``"abc\\n"``), which PostgreSQL's ``$`` rejects.
 
 Some slugs are reserved: the names the platform needs for itself (``www``, ``api``, ``admin``...).
 The database keeps them in the ``reserved_slugs`` table, seeded with :data:`RESERVED_SLUGS`, and
-its trigger ``tenants_reserved_slug`` refuses them for new tenants and renames; a DBA may reserve
-more there. :func:`validate_new_slug` checks the seed list before a tenant is created; a slug a
-DBA reserved later is refused by the database, and raises the same :class:`ReservedSlug`.
+its triggers ``tenants_admit_insert`` and ``tenants_reserved_slug`` refuse them for new tenants
+and renames; a DBA may reserve more there. :func:`validate_new_slug` checks the seed list before
+a tenant is created; a slug a DBA reserved later is refused by the database, and raises the same
+:class:`ReservedSlug`.
 Reading, suspending or deleting a tenant that held a slug before it was reserved still works:
 :func:`is_valid_slug` and :func:`validate_slug` are the format rule only.
 """

@@ -18,8 +18,8 @@ difference between ``metadata`` and a migrated database, and the catalog of a da
 and every comment) equals that of the migrated one. A migration that changes the table fails that
 test until this module is changed to match.
 
-What the mirror does not model: the triggers ``tenants_timestamps`` and
-``tenants_reserved_slug`` and their functions, so nor the rules they enforce (``id`` and
+What the mirror does not model: the triggers ``tenants_timestamps``, ``tenants_admit_insert``
+and ``tenants_reserved_slug`` and their functions, so nor the rules they enforce (``id`` and
 ``created_at`` never change, raising check_violation naming ``tenants_id_immutable`` /
 ``tenants_created_at_immutable``; ``updated_at`` is kept by the server whatever an UPDATE writes;
 a new or renamed tenant may not take a slug listed in ``reserved_slugs``, raising check_violation

@@ -148,8 +148,8 @@ SLUG_FORMAT_CHECK = "tenants_slug_format_check"
 NAME_NOT_BLANK_CHECK = "tenants_name_not_blank_check"
 NAME_VISIBLE_CHECK = "tenants_name_visible_check"
 NAME_CONTROL_CHECK = "tenants_name_control_check"
-# Not a constraint: the name the trigger tg_tenants__reserved_slug reports (SQLSTATE
-# check_violation) when a new or renamed tenant takes a slug listed in reserved_slugs.
+# Not a constraint: the name the trigger functions tg_tenants__reserved_slug(_insert) report
+# (SQLSTATE check_violation) when a new or renamed tenant takes a slug listed in reserved_slugs.
 SLUG_RESERVED = "tenants_slug_reserved"
 NAME_LENGTH_CHECK = "tenants_name_length_check"
 SETTINGS_OBJECT_CHECK = "tenants_settings_object_check"

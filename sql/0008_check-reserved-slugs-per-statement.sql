@@ -4,16 +4,26 @@
 /*
   tenants_reserved_slug (0003) ran a PL/pgSQL function and a query for every row inserted: for
   an import of 100000 tenants, about a fifth of the INSERT's time. From here on it serves
-  UPDATE OF slug only, row by row, as before; inserts are checked by
-  tenants_reserved_slug_insert, a statement-level trigger that joins the rows the statement
-  inserted (its transition table) with reserved_slugs once. It raises the same error as before
-  (check_violation, constraint tenants_slug_reserved, the same message) for the first reserved
-  slug in slug order; the error comes at the end of the statement rather than at the row, and the
-  statement is undone all the same, every row it inserted with it.
+  UPDATE OF slug only, row by row, as before; inserts are checked by tenants_admit_insert, a
+  statement-level trigger that joins the rows the statement inserted (its transition table)
+  with reserved_slugs once. It raises the same error as before (check_violation, constraint
+  tenants_slug_reserved, the same message) for the first reserved slug in slug order; the error
+  comes at the end of the statement rather than at the row, and the statement is undone all the
+  same, every row it inserted with it. PostgreSQL fires the AFTER triggers of one event in the
+  order of their names: tenants_admit_insert sorts before tenants_audit_insert, so a refused
+  statement does not write its audit trail first.
 
-  One case changes: INSERT ... ON CONFLICT (slug) of a slug that a tenant held before the slug
-  was reserved no longer raises. Nothing is inserted, so nothing is taken; the tenant keeps its
-  slug, as it does for an UPDATE (see 0003).
+  Two cases change, because the check now comes after the row is in:
+  - INSERT ... ON CONFLICT (slug) of a slug that a tenant held before the slug was reserved no
+    longer raises. Nothing is inserted, so nothing is taken; the tenant keeps its slug, as it
+    does for an UPDATE (see 0003).
+  - A plain INSERT of such a slug is refused as taken (unique_violation, tenants_slug_key)
+    rather than as reserved: the unique index sees it first. Refused all the same.
+
+  tg_tenants__reserved_slug (0003) read reserved_slugs through the caller's search_path, where
+  a temporary table of that name comes first: any role that may update tenants could shadow the
+  list and rename a tenant to a reserved slug. It now reads public.reserved_slugs, with the
+  search_path pinned, as the new function does.
 
   tg_tenants__notify (0006): the slugs an INSERT or a DELETE touched are unique already
   (tenants_slug_key), so they are no longer sorted to drop duplicates, and the payloads are cut
@@ -80,6 +90,22 @@ BEGIN
 END;
 $$;
 
+CREATE OR REPLACE FUNCTION tg_tenants__reserved_slug() RETURNS trigger
+    LANGUAGE plpgsql
+    STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF (TG_OP = 'INSERT' OR NEW.slug IS DISTINCT FROM OLD.slug)
+       AND EXISTS (SELECT 1 FROM public.reserved_slugs r WHERE r.slug = NEW.slug) THEN
+        RAISE EXCEPTION 'the slug "%" is reserved for the platform', NEW.slug
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'tenants_slug_reserved',
+                  TABLE = TG_TABLE_NAME, COLUMN = 'slug';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
 COMMENT ON FUNCTION tg_tenants__reserved_slug() IS
     'BEFORE UPDATE OF slug trigger on tenants: refuses a new slug listed in reserved_slugs (check_violation, tenants_slug_reserved).';
 
@@ -95,13 +121,14 @@ CREATE TRIGGER tenants_reserved_slug
     EXECUTE FUNCTION tg_tenants__reserved_slug();
 
 COMMENT ON TRIGGER tenants_reserved_slug ON tenants IS
-    'Refuses an UPDATE that changes a slug to one listed in reserved_slugs (see tg_tenants__reserved_slug); inserts are tenants_reserved_slug_insert''s.';
+    'Refuses an UPDATE that changes a slug to one listed in reserved_slugs (see tg_tenants__reserved_slug); inserts are tenants_admit_insert''s.';
 
-CREATE TRIGGER tenants_reserved_slug_insert
+-- Named to fire first among the AFTER INSERT triggers (name order): see the top of this file.
+CREATE TRIGGER tenants_admit_insert
     AFTER INSERT ON tenants
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT
     EXECUTE FUNCTION tg_tenants__reserved_slug_insert();
 
-COMMENT ON TRIGGER tenants_reserved_slug_insert ON tenants IS
-    'Refuses an INSERT of a slug listed in reserved_slugs, checking all the rows of the statement at once (see tg_tenants__reserved_slug_insert).';
+COMMENT ON TRIGGER tenants_admit_insert ON tenants IS
+    'Refuses an INSERT of a slug listed in reserved_slugs, checking all the rows of the statement at once (see tg_tenants__reserved_slug_insert); fires before the audit and the notifications.';

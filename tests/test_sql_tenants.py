@@ -254,7 +254,7 @@ def test_every_constraint_and_the_trigger_say_their_rule(conn: Conn) -> None:
         FROM pg_trigger WHERE tgrelid = 'tenants'::regclass AND NOT tgisinternal
         """
     ).fetchall()
-    # 9 constraints; triggers tenants_timestamps, _reserved_slug, _reserved_slug_insert, _audit,
+    # 9 constraints; triggers tenants_timestamps, _reserved_slug, _admit_insert, _audit,
     # _audit_insert and the four _notify_*
     assert len(rows) == 18
     assert [name for name, comment in rows if not comment] == []
@@ -318,6 +318,37 @@ def copy_tenants(conn: Conn, rows: list[tuple[str, str]]) -> None:
     with conn.cursor() as cur, cur.copy("COPY tenants (slug, name) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
+
+
+def test_a_refused_insert_writes_no_audit_trail_before_it_is_refused(conn: Conn) -> None:
+    """tenants_admit_insert fires before tenants_audit_insert (name order): a statement it
+    refuses has not inserted events first (the sequence of their ids says so)."""
+    before = conn.execute("SELECT nextval('tenant_events_id_seq')").fetchone()
+    with pytest.raises(errors.CheckViolation):
+        conn.execute(
+            "INSERT INTO tenants (slug, name) SELECT slug, 'X' FROM unnest(%s::text[]) AS slug",
+            [[f"tenant-{i:03d}" for i in range(100)] + ["www"]],
+        )
+    after = conn.execute("SELECT nextval('tenant_events_id_seq')").fetchone()
+    assert before is not None
+    assert after == (before[0] + 1,)
+
+
+def test_a_temporary_table_cannot_hide_the_reserved_slugs(conn: Conn) -> None:
+    """The trigger functions read public.reserved_slugs: a temporary table of the same name,
+    first on any session's search_path, changes nothing."""
+    insert(conn, "acme")
+    conn.execute("CREATE TEMPORARY TABLE reserved_slugs (slug text)")
+    violates(conn, errors.CheckViolation, RESERVED, "UPDATE tenants SET slug = 'www'", None)
+    violates(conn, errors.CheckViolation, RESERVED, INSERT, ("admin", "X", "active", "{}"))
+
+
+def test_a_slug_both_taken_and_reserved_is_refused_as_taken(conn: Conn) -> None:
+    insert(conn, "acme")
+    conn.execute("INSERT INTO reserved_slugs (slug, reason) VALUES ('acme', 'now ours')")
+    violates(
+        conn, errors.UniqueViolation, "tenants_slug_key", INSERT, ("acme", "X", "active", "{}")
+    )
 
 
 def test_copy_of_a_reserved_slug_is_refused(conn: Conn) -> None:

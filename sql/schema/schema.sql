@@ -199,10 +199,11 @@ COMMENT ON FUNCTION public.tg_tenants__notify() IS 'AFTER ... FOR EACH STATEMENT
 
 CREATE FUNCTION public.tg_tenants__reserved_slug() RETURNS trigger
     LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 BEGIN
     IF (TG_OP = 'INSERT' OR NEW.slug IS DISTINCT FROM OLD.slug)
-       AND EXISTS (SELECT 1 FROM reserved_slugs r WHERE r.slug = NEW.slug) THEN
+       AND EXISTS (SELECT 1 FROM public.reserved_slugs r WHERE r.slug = NEW.slug) THEN
         RAISE EXCEPTION 'the slug "%" is reserved for the platform', NEW.slug
             USING ERRCODE = 'check_violation', CONSTRAINT = 'tenants_slug_reserved',
                   TABLE = TG_TABLE_NAME, COLUMN = 'slug';
@@ -634,6 +635,18 @@ CREATE TRIGGER tenant_events_append_only BEFORE DELETE OR UPDATE OR TRUNCATE ON 
 COMMENT ON TRIGGER tenant_events_append_only ON public.tenant_events IS 'Refuses UPDATE, DELETE and TRUNCATE of events, for every role (see tg_tenant_events__append_only).';
 
 --
+-- Name: tenants tenants_admit_insert; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tenants_admit_insert AFTER INSERT ON public.tenants REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.tg_tenants__reserved_slug_insert();
+
+--
+-- Name: TRIGGER tenants_admit_insert ON tenants; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TRIGGER tenants_admit_insert ON public.tenants IS 'Refuses an INSERT of a slug listed in reserved_slugs, checking all the rows of the statement at once (see tg_tenants__reserved_slug_insert); fires before the audit and the notifications.';
+
+--
 -- Name: tenants tenants_audit; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -715,19 +728,7 @@ CREATE TRIGGER tenants_reserved_slug BEFORE UPDATE OF slug ON public.tenants FOR
 -- Name: TRIGGER tenants_reserved_slug ON tenants; Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON TRIGGER tenants_reserved_slug ON public.tenants IS 'Refuses an UPDATE that changes a slug to one listed in reserved_slugs (see tg_tenants__reserved_slug); inserts are tenants_reserved_slug_insert''s.';
-
---
--- Name: tenants tenants_reserved_slug_insert; Type: TRIGGER; Schema: public; Owner: -
---
-
-CREATE TRIGGER tenants_reserved_slug_insert AFTER INSERT ON public.tenants REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.tg_tenants__reserved_slug_insert();
-
---
--- Name: TRIGGER tenants_reserved_slug_insert ON tenants; Type: COMMENT; Schema: public; Owner: -
---
-
-COMMENT ON TRIGGER tenants_reserved_slug_insert ON public.tenants IS 'Refuses an INSERT of a slug listed in reserved_slugs, checking all the rows of the statement at once (see tg_tenants__reserved_slug_insert).';
+COMMENT ON TRIGGER tenants_reserved_slug ON public.tenants IS 'Refuses an UPDATE that changes a slug to one listed in reserved_slugs (see tg_tenants__reserved_slug); inserts are tenants_admit_insert''s.';
 
 --
 -- Name: tenants tenants_timestamps; Type: TRIGGER; Schema: public; Owner: -
