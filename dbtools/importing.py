@@ -55,16 +55,15 @@ CREATE_STAGING = """
     ) ON COMMIT DROP
 """
 COPY_STAGING = "COPY tenant_import (line, slug) FROM STDIN"
-# Slugs taken by a tenant, and slugs a DBA reserved (the built-in ones are refused in Python).
+# Slugs taken by a tenant, and slugs a DBA reserved (the built-in ones are refused in Python):
+# one row per line at most (both keys are unique), a slug both taken and reserved as taken.
 EXISTING = """
-    SELECT s.line, s.slug, false AS reserved
+    SELECT s.line, s.slug, t.slug IS NULL AS reserved
     FROM tenant_import s
-    JOIN tenants t ON t.slug = s.slug
-    UNION ALL
-    SELECT s.line, s.slug, true
-    FROM tenant_import s
-    JOIN reserved_slugs r ON r.slug = s.slug
-    ORDER BY 1
+    LEFT JOIN tenants t ON t.slug = s.slug
+    LEFT JOIN reserved_slugs r ON r.slug = s.slug
+    WHERE t.slug IS NOT NULL OR r.slug IS NOT NULL
+    ORDER BY s.line
 """
 DROP_STAGING = "DROP TABLE tenant_import"
 
@@ -125,8 +124,10 @@ def import_csv(
     try:
         with scope(conn, Scope.ATOMIC):
             return _insert(conn, rows, report)
-    except psycopg.errors.UniqueViolation as exc:  # in the table, or by another writer meanwhile
-        _refuse(conn, label, rows, [], report, exc)
+    except psycopg.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name != tenants.SLUG_KEY:  # a DBA's own unique index: not ours
+            raise
+        _refuse(conn, label, rows, [], report, exc)  # in the table, or by another writer
     except psycopg.errors.CheckViolation as exc:
         if exc.diag.constraint_name != tenants.SLUG_RESERVED:
             raise

@@ -947,6 +947,31 @@ def test_a_reserved_slug_is_a_bad_row_of_its_own(
     assert row_count(conn) == 0
 
 
+def test_a_slug_both_taken_and_reserved_is_one_bad_row(
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    tenants.create(conn, "legacy", "Legacy")
+    conn.execute("INSERT INTO reserved_slugs (slug, reason) VALUES ('legacy', 'now ours')")
+    result = run_import(cli, db_url, write_file(tmp_path, "slug,name\nlegacy,Again\n"))
+    assert only_error(result) == (2, "a tenant with slug 'legacy' already exists")
+    assert f"{FILE_NAME}: 1 bad row, nothing imported" in result.stderr
+    assert slugs_in(conn) == ["legacy"]
+
+
+def test_a_dbas_own_unique_index_is_not_blamed_on_another_writer(
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    """Only tenants_slug_key means a taken slug: another unique index's refusal is reported as
+    the database's, naming it, as tenants create reports it."""
+    conn.execute("CREATE UNIQUE INDEX dba_name_key ON tenants (lower(name))")
+    result = run_import(cli, db_url, write_file(tmp_path, "slug,name\nacme,Same\nbeta,same\n"))
+    assert result.returncode != 0
+    assert "dba_name_key" in result.stderr
+    assert "another writer" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert row_count(conn) == 0
+
+
 def test_a_slug_a_dba_reserved_is_a_bad_row_too(
     cli: Cli, db_url: str, conn: Conn, tmp_path: Path
 ) -> None:
