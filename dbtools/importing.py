@@ -27,6 +27,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -37,7 +38,17 @@ from dbtools.db import Scope, scope
 from dbtools.errors import DbToolsError, ImportFailed, ReservedSlug, RowError, excerpt
 from dbtools.slugs import validate_new_slug
 
-__all__ = ["HEADERS", "ImportFailed", "Phase", "Progress", "RowError", "import_csv"]
+__all__ = [
+    "HEADERS",
+    "CheckedCsv",
+    "ImportFailed",
+    "Phase",
+    "Progress",
+    "RowError",
+    "check_csv",
+    "import_csv",
+    "insert_checked",
+]
 
 HEADERS = (("slug", "name"), ("slug", "name", "settings"))
 PROGRESS_EVERY = 1000
@@ -105,6 +116,34 @@ def import_csv(
     autocommit mode it is one transaction of its own. On :class:`ImportFailed` nothing is written
     and the connection is usable. ``progress``, if given, follows each :class:`Phase`
     (see :data:`Progress`).
+
+    The same as :func:`check_csv` then :func:`insert_checked`; a caller that opens its
+    connection only once the file is read (a slow pipe would otherwise hold it idle) calls those.
+    """
+    checked = check_csv(source, name=name, progress=progress)
+    return insert_checked(conn, checked, progress=progress)
+
+
+@dataclass(frozen=True)
+class CheckedCsv:
+    """A CSV file read and checked by :func:`check_csv`, the database not asked yet."""
+
+    source: str  # what ImportFailed names
+    rows: list[tuple[int, str, str, str]]  # the good rows: (line, slug, name, settings JSON)
+    errors: list[RowError]  # the bad rows'
+
+
+def check_csv(
+    source: str | os.PathLike[str] | TextIO,
+    *,
+    name: str | None = None,
+    progress: Progress | None = None,
+) -> CheckedCsv:
+    """Read and check every row of ``source`` (as for :func:`import_csv`), with no connection.
+
+    Raises :class:`ImportFailed` for what ends the reading: a file that cannot be opened or
+    read, is not UTF-8, has a wrong header, a malformed record. Bad rows are collected in the
+    result; :func:`insert_checked` reports them, with the slugs the database refuses.
     """
     report = progress or _silent
     if isinstance(source, str | os.PathLike):
@@ -119,8 +158,19 @@ def import_csv(
     else:
         label = name if name is not None else str(getattr(source, "name", "<stream>"))
         rows, errors = _read(source, label, report)
-    if errors:
-        _refuse(conn, label, rows, errors, report)
+    return CheckedCsv(label, rows, errors)
+
+
+def insert_checked(
+    conn: psycopg.Connection[Any], checked: CheckedCsv, *, progress: Progress | None = None
+) -> int:
+    """Insert the rows of ``checked`` (see :func:`import_csv`: all or nothing, the caller's
+    transaction); return how many were created, or raise :class:`ImportFailed` listing every
+    bad row, those the file holds and those the database refuses."""
+    report = progress or _silent
+    label, rows = checked.source, checked.rows
+    if checked.errors:
+        _refuse(conn, label, rows, list(checked.errors), report)
     try:
         with scope(conn, Scope.ATOMIC):
             return _insert(conn, rows, report)

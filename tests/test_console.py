@@ -3,6 +3,7 @@ codes the shell sees, and two processes racing. Everything else runs in-process 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -125,3 +126,28 @@ def test_a_migrate_killed_mid_migration_leaves_no_lock_and_the_next_one_complete
     assert conn.execute("SELECT count(*) FROM yoyo_lock").fetchone() == (0,)
     applied = "SELECT count(*) FROM _yoyo_migration WHERE migration_id = '0099_slow'"
     assert conn.execute(applied).fetchone() == (1,)
+
+
+def test_an_import_from_a_slow_pipe_connects_once_it_is_read(
+    db_url: str, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """The command reads standard input to its end before it connects: a session would
+    otherwise sit idle while the writer of the pipe takes its time, and a server that ends idle
+    sessions (idle_session_timeout) would drop it before the rows arrive."""
+    import_ = subprocess.Popen(
+        [sys.executable, "-m", "dbtools", "--database-url", db_url, "tenants", "import", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PGOPTIONS": "-c idle_session_timeout=500"},
+    )
+    assert import_.stdin is not None
+    import_.stdin.write("slug,name\nacme,Acme\n")
+    import_.stdin.flush()
+    time.sleep(1.5)  # three idle_session_timeouts
+    out, err = import_.communicate("globex,Globex\n", timeout=60)
+    assert (import_.returncode, err) == (0, "")
+    assert out == "imported 2 tenants from standard input\n"
+    assert row_count(conn) == 2

@@ -348,9 +348,11 @@ def import_(ctx: Context, file: Path | Literal["-"], actor: str | None) -> int:
 
     progress = _ProgressLine() if sys.stderr.isatty() and not ctx.json else None
     try:
-        with _opened(file) as source, ctx.connect() as conn, _acting(conn, actor):
-            name = str(file) if isinstance(file, Path) else "<stdin>"  # as the user wrote it
-            imported = importing.import_csv(conn, source, name=name, progress=progress)
+        name = str(file) if isinstance(file, Path) else "<stdin>"  # as the user wrote it
+        with _opened(file) as source:  # all of it, before connecting: a pipe may be slow
+            checked = importing.check_csv(source, name=name, progress=progress)
+        with ctx.connect() as conn, _acting(conn, actor):
+            imported = importing.insert_checked(conn, checked, progress=progress)
     except ImportFailed as failure:
         if progress is not None:
             progress.end()
