@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import enum
-import json
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -33,7 +32,7 @@ from typing import Any, NoReturn, TextIO
 
 import psycopg
 
-from dbtools import tenants
+from dbtools import jsonnumbers, tenants
 from dbtools.db import Scope, scope
 from dbtools.errors import DbToolsError, ImportFailed, ReservedSlug, RowError, excerpt
 from dbtools.slugs import validate_new_slug
@@ -335,7 +334,7 @@ def _row(
     if not raw:
         return line, slug, name, "{}"
     try:
-        settings = _settings_json.decode(raw)
+        settings = jsonnumbers.exact.decode(raw)
     except ValueError as exc:
         message = f"settings of tenant {excerpt(slug)} are not valid JSON: {exc}"
         raise ValueError(message) from None
@@ -352,7 +351,7 @@ def _stored_as_written(text: str) -> bool:
     text, without the cost of writing it again (more than half the time of checking a row).
 
     So nothing that settings_json would refuse or change: no ``\\u`` escape (NUL, a lone
-    surrogate), no fraction or exponent (a float, which Python rounds), no more brackets than
+    surrogate), no fraction or exponent (settings_json may write the same number otherwise: 1.50 as 1.5), no more brackets than
     settings may nest, every character encodable. Text that only looks like one of these (a
     string holding "1.5") takes the long way, with the same result.
     """
@@ -372,10 +371,4 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
-# One decoder for every row: json.loads with an argument builds a new one per call.
-_settings_json = json.JSONDecoder(parse_constant=_reject_constant)
 _fraction_or_exponent = re.compile(r"[0-9][.eE]").search

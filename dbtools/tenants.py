@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Generic, LiteralString, TypeVar
 from uuid import UUID
 
@@ -53,7 +51,7 @@ from dbtools.errors import (
     TenantNotFound,
     excerpt,
 )
-from dbtools.jsonnumbers import marked, unmarked
+from dbtools.jsonnumbers import exact_float, exact_int, marked, unmarked
 from dbtools.slugs import is_valid_slug, validate_new_slug, validate_slug
 
 __all__ = [
@@ -247,24 +245,10 @@ def _make_tenant(values: Sequence[Any]) -> Tenant:
     return tenant
 
 
-def _int(text: str) -> int | Decimal:
-    try:
-        return int(text)
-    except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits())
-        return Decimal(text)
-
-
-def _float(text: str) -> float | Decimal:
-    value = float(text)
-    if math.isinf(value) or Decimal(repr(value)) != Decimal(text):
-        return Decimal(text)  # more digits than a float holds, or beyond its range: kept exact
-    return value
-
-
 # jsonb numbers are PostgreSQL numerics: up to 131072 digits before the point. json.loads would
 # raise ValueError on an integer of more than 4300 digits (Python's int/str limit) and turn a
 # fraction beyond a float's range into inf or 0.0; such numbers come back as Decimal, exactly.
-_settings_decoder = json.JSONDecoder(parse_int=_int, parse_float=_float)
+_settings_decoder = json.JSONDecoder(parse_int=exact_int, parse_float=exact_float)
 
 
 def load_settings(text: str) -> dict[str, Any]:
@@ -318,7 +302,7 @@ def _decode_deep(text: str) -> Any:
                 keys[-1] = value
                 continue
         elif number is not None:
-            value = _float(number) if match.group("fraction") else _int(number)
+            value = exact_float(number) if match.group("fraction") else exact_int(number)
         else:
             value = _LITERALS[literal]
         if not open_values:

@@ -529,6 +529,33 @@ def test_settings_argument_round_trips_or_is_refused(
         assert "Traceback" not in result.stderr
 
 
+def test_settings_argument_keeps_every_number_as_written(
+    cli: Cli, db_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    """jsonb holds these exactly; json.loads would store 0.1, 0.0, a rounded 1e41, or refuse."""
+    written = (
+        '{"fine": 0.1000000000000000000001, "tiny": 1e-400, "huge": 1e400, '
+        '"half": 100000000000000000000000000000000000000000.5, "plain": 2.5, "n": 7}'
+    )
+    result = on(cli, db_url, "tenants", "create", "acme", "Acme", "--settings", written)
+    assert result.returncode == 0, result.stderr
+    same = conn.execute(
+        "SELECT settings = %s::jsonb FROM tenants WHERE slug = 'acme'", [written]
+    ).fetchone()
+    assert same == (True,)
+    assert tenants.get_by_slug(conn, "acme").settings == {  # type: ignore[union-attr]
+        "fine": Decimal("0.1000000000000000000001"),
+        "tiny": Decimal("1e-400"),
+        "huge": Decimal("1e400"),
+        "half": Decimal("100000000000000000000000000000000000000000.5"),
+        "plain": 2.5,
+        "n": 7,
+    }
+    refused = on(cli, db_url, "tenants", "create", "beta", "B", "--settings", '{"x": NaN}')
+    assert refused.returncode == 2
+    assert "NaN is not JSON" in refused.stderr
+
+
 def test_settings_nested_thousands_deep_are_shown(
     cli: Cli, db_url: str, conn: psycopg.Connection[Any]
 ) -> None:

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import pq
 
-from dbtools import importing, tenants
+from dbtools import importing, jsonnumbers, tenants
 from dbtools.errors import DbToolsError, InvalidSlug, excerpt
 from dbtools.importing import MAX_LINE, ImportFailed, Phase, RowError, import_csv
 from dbtools.slugs import validate_slug
@@ -232,19 +232,23 @@ def test_imported_settings_are_stored_as_tenants_create_stores_them(
     conn: Conn, value: dict[str, Any], numbers: list[str], ensure_ascii: bool, indent: int | None
 ) -> None:
     """The import stores the settings text as written when it can (no \\u escape, no float)
-    and writes it again otherwise: either way jsonb holds what tenants.create would store, and
-    a row create refuses is refused, with the same reason."""
+    and writes it again otherwise: either way jsonb holds what tenants.create would store from
+    the same JSON, every number as written (0.1000000000000000000001, 1e400), and a row create
+    refuses is refused, with the same reason."""
     written = json.dumps(value, ensure_ascii=ensure_ascii, indent=indent).strip()[1:-1].strip()
     members = [written] if written else []
     members += [f'"#{index}": {number}' for index, number in enumerate(numbers)]
     raw = "{" + ", ".join(members) + "}"
-    expected = outcome(lambda: tenants.settings_json("acme", json.loads(raw)))
+    expected = outcome(lambda: tenants.settings_json("acme", jsonnumbers.exact.decode(raw)))
     got = outcome(lambda: importing._row(2, ["acme", "Acme", raw], 3, {})[3])
     assert got[0] == expected[0], (raw, got, expected)
     if got[0] == "refused":
         assert got == expected
     else:
-        same = conn.execute("SELECT %s::jsonb = %s::jsonb", (got[1], expected[1])).fetchone()
+        same = conn.execute(
+            "SELECT %s::jsonb = %s::jsonb AND %s::jsonb = %s::jsonb",
+            (got[1], expected[1], got[1], raw),
+        ).fetchone()
         assert same == (True,), (raw, got, expected)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import stat
 import sys
@@ -67,8 +66,10 @@ def _limit(text: str) -> int:
 
 
 def _json_object(text: str) -> dict[str, Any]:
+    from dbtools import jsonnumbers  # light: json, decimal and re
+
     try:
-        value = json.loads(text)
+        value = jsonnumbers.exact.decode(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
     except RecursionError:
