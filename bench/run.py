@@ -129,7 +129,9 @@ def _output(value: str) -> Path:
 
 
 def _unwritable(path: Path) -> str | None:
-    """Why the Markdown file ``path`` and its plot could not be written, if they could not."""
+    """Why the Markdown file ``path`` and its plot could not be written, if they could not
+    (looked at where symbolic links lead)."""
+    path = path.resolve()
     folder = path.parent
     if not folder.is_dir():
         return f"no folder {str(folder)!r} to write {path.name!r} in"
@@ -171,8 +173,14 @@ def _run(mode: Mode, selected: list[str], output: Path | None, command: str) -> 
     _summary(sections, failures, seconds)
     if output is not None:
         plot = output.with_suffix(".png")
-        drawn = write_plot(plot, sections, facts)
-        write_markdown(output, sections, facts, plot if drawn else None, seconds, command, failures)
+        try:
+            drawn = write_plot(plot, sections, facts)
+            write_markdown(
+                output, sections, facts, plot if drawn else None, seconds, command, failures
+            )
+        except OSError as exc:  # the folder went away meanwhile, a full disk...
+            print(f"bench: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+            return 1
         print(f"wrote {_shown(output)}" + (f" and {_shown(plot)}" if drawn else ""))
     return 1 if failures else 0
 

@@ -133,9 +133,12 @@ def test_a_second_signal_does_not_cut_the_drops_short() -> None:
         ("results", "does not end in .md"),
         ("missing/results.md", "no folder '"),
         (".", "is a folder"),
+        ("dangling.md", "no folder '"),  # a symbolic link to a file in a missing folder
     ],
 )
 def test_output_is_refused_before_anything_runs(tmp_path: Path, output: str, why: str) -> None:
+    link = tmp_path / "dangling.md"
+    link.symlink_to(tmp_path / "gone" / "results.md")
     done = run_python(
         str(BENCH / "run.py"),
         "--only",
@@ -150,4 +153,4 @@ def test_output_is_refused_before_anything_runs(tmp_path: Path, output: str, why
     assert error.startswith("run.py: error: argument --output: ")
     assert why in error
     assert done.stdout == ""
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [link]
