@@ -182,10 +182,13 @@ class Target:
 
     def connect_kwargs(self) -> dict[str, str]:
         """Keyword arguments for ``psycopg.connect``: the parameters, plus a ``connect_timeout``
-        of :data:`CONNECT_TIMEOUT` seconds unless the URL or ``PGCONNECT_TIMEOUT`` sets one."""
+        of :data:`CONNECT_TIMEOUT` seconds unless the URL or ``PGCONNECT_TIMEOUT`` sets one, and
+        ``client_encoding`` UTF8 unless the URL sets one: names and settings are any Unicode,
+        which a ``PGCLIENTENCODING`` such as LATIN1 in the environment could not carry."""
         params = self.params
         if "connect_timeout" not in params and not os.environ.get("PGCONNECT_TIMEOUT"):
             params["connect_timeout"] = str(CONNECT_TIMEOUT)
+        params.setdefault("client_encoding", "UTF8")
         return params
 
     def conninfo(self) -> str:

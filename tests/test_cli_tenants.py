@@ -556,6 +556,20 @@ def test_settings_argument_keeps_every_number_as_written(
     assert "NaN is not JSON" in refused.stderr
 
 
+def test_a_latin1_client_encoding_in_the_environment_does_not_reach_dbtools(
+    cli: Cli, db_url: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dbtools asks for UTF8 unless the URL says otherwise: PGCLIENTENCODING=LATIN1, set for
+    some other program, would leave an emoji or a CJK name nothing to travel as."""
+    monkeypatch.setenv("PGCLIENTENCODING", "LATIN1")
+    result = on(
+        cli, db_url, "tenants", "create", "rocket", "Rocket 🚀 東京", "--settings", '{"a": "✨"}'
+    )
+    assert result.returncode == 0, result.stderr
+    found = conn.execute("SELECT name, settings ->> 'a' FROM tenants").fetchone()
+    assert found == ("Rocket 🚀 東京", "✨")
+
+
 def test_settings_nested_thousands_deep_are_shown(
     cli: Cli, db_url: str, conn: psycopg.Connection[Any]
 ) -> None:
