@@ -70,8 +70,8 @@ WITHOUT: dict[str, tuple[str | None, bool]] = {
         "ALTER TABLE tenants DISABLE TRIGGER tenants_notify_insert",
         False,
     ),
-    "without the reserved-slug check (tenants_reserved_slug_insert)": (
-        "ALTER TABLE tenants DISABLE TRIGGER tenants_reserved_slug_insert",
+    "without the reserved-slug check (tenants_admit_insert)": (
+        "ALTER TABLE tenants DISABLE TRIGGER tenants_admit_insert",
         False,
     ),
     "without any trigger": ("ALTER TABLE tenants DISABLE TRIGGER USER", False),
