@@ -351,24 +351,16 @@ def _stored_as_written(text: str) -> bool:
     text, without the cost of writing it again (more than half the time of checking a row).
 
     So nothing that settings_json would refuse or change: no ``\\u`` escape (NUL, a lone
-    surrogate), no fraction or exponent (settings_json may write the same number otherwise: 1.50 as 1.5), no more brackets than
-    settings may nest, every character encodable. Text that only looks like one of these (a
-    string holding "1.5") takes the long way, with the same result.
+    surrogate), no fraction or exponent (settings_json may write the number otherwise: 1.50 as
+    1.5), no more brackets than settings may nest, every character encodable. Text that only
+    looks like one of these (a string holding "1.5") takes the long way, with the same result.
     """
     return (
         "\\u" not in text
         and _fraction_or_exponent(text) is None
         and text.count("{") + text.count("[") <= tenants.SETTINGS_MAX_DEPTH
-        and (text.isascii() or _encodable(text))
+        and (text.isascii() or tenants.encodable(text))
     )
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 _fraction_or_exponent = re.compile(r"[0-9][.eE]").search

@@ -666,7 +666,7 @@ def _list_call(
         raise ValueError(f"limit must be an integer from 1 to {LIST_LIMIT_MAX}, not {limit!r}")
     statuses = [] if status is None else [TenantStatus(status).value]
     if after is not None and not (
-        isinstance(after, str) and "\x00" not in after and _encodable(after)
+        isinstance(after, str) and "\x00" not in after and encodable(after)
     ):
         raise InvalidSlug(after, "`after` must be text without NUL characters or lone surrogates")
     params = {"after": after or "", "statuses": statuses, "limit": limit}
@@ -742,7 +742,7 @@ def validate_actor(actor: object) -> str:
         raise InvalidActor(actor, "must not contain control characters")
     if not actor.strip():  # it would look like no actor at all in the history
         raise InvalidActor(actor, "must not be blank")
-    if not _encodable(actor):
+    if not encodable(actor):
         raise InvalidActor(actor, "must be valid Unicode (it holds a lone surrogate)")
     return actor
 
@@ -786,7 +786,7 @@ def validate_name(slug: str, name: object) -> str:
     if control is not None:
         shown = repr(control.group())
         raise InvalidTenant(slug, "name", f"must not contain control characters ({shown})")
-    if not _encodable(name):
+    if not encodable(name):
         raise InvalidTenant(slug, "name", "must be valid Unicode (it holds a lone surrogate)")
     return name
 
@@ -828,7 +828,7 @@ def settings_json(slug: str, settings: object) -> str:
     if len(_escaped_nul.findall(text)) > decimals:  # json.dumps writes NUL as \u0000
         raise InvalidTenant(slug, "settings", "must not contain NUL characters")
     text = unmarked(text)
-    if not _encodable(text):
+    if not encodable(text):
         raise InvalidTenant(slug, "settings", "must be valid Unicode (they hold a lone surrogate)")
     return text
 
@@ -880,7 +880,8 @@ def _json_default(value: object) -> object:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def _encodable(text: str) -> bool:
+def encodable(text: str) -> bool:
+    """Whether ``text`` is valid Unicode for PostgreSQL: no lone surrogate (UTF-8 has none)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
