@@ -75,7 +75,6 @@ EXISTING = """
     WHERE t.slug IS NOT NULL OR r.slug IS NOT NULL
     ORDER BY s.line
 """
-DROP_STAGING = "DROP TABLE tenant_import"
 
 
 class Phase(enum.Enum):

@@ -38,6 +38,7 @@ from psycopg import pq
 from psycopg.rows import tuple_row
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
+from dbtools import jsonnumbers
 from dbtools.db import Scope, opens_transaction, raise_failure, roll_back_opened, scope
 from dbtools.errors import (
     Conflict,
@@ -247,8 +248,9 @@ def _make_tenant(values: Sequence[Any]) -> Tenant:
 
 # jsonb numbers are PostgreSQL numerics: up to 131072 digits before the point. json.loads would
 # raise ValueError on an integer of more than 4300 digits (Python's int/str limit) and turn a
-# fraction beyond a float's range into inf or 0.0; such numbers come back as Decimal, exactly.
-_settings_decoder = json.JSONDecoder(parse_int=exact_int, parse_float=exact_float)
+# fraction beyond a float's range into inf or 0.0; such numbers come back as Decimal, exactly
+# (jsonnumbers.exact, which also parses the JSON users give).
+_settings_decoder = jsonnumbers.exact
 
 
 def load_settings(text: str) -> dict[str, Any]:
