@@ -183,8 +183,8 @@ class Target:
     def connect_kwargs(self) -> dict[str, str]:
         """Keyword arguments for ``psycopg.connect``: the parameters, plus a ``connect_timeout``
         of :data:`CONNECT_TIMEOUT` seconds unless the URL or ``PGCONNECT_TIMEOUT`` sets one, and
-        ``client_encoding`` UTF8 unless the URL sets one: names and settings are any Unicode,
-        which a ``PGCLIENTENCODING`` such as LATIN1 in the environment could not carry."""
+        ``client_encoding`` UTF8 (the only one a URL may set): names and settings are any
+        Unicode, which a ``PGCLIENTENCODING`` such as LATIN1 in the environment could not carry."""
         params = self.params
         if "connect_timeout" not in params and not os.environ.get("PGCONNECT_TIMEOUT"):
             params["connect_timeout"] = str(CONNECT_TIMEOUT)
@@ -375,6 +375,12 @@ def _check_params(params: Mapping[str, str], origin: str) -> None:
         raise ConfigurationError(
             f"{origin} names a database that looks like a connection string (it holds '=' or "
             "'://'): give the name of the database alone"
+        )
+    encoding = params.get("client_encoding")
+    if encoding is not None and encoding.replace("-", "").lower() not in ("utf8", "unicode"):
+        raise ConfigurationError(
+            f"{origin} sets client_encoding to another encoding than UTF8: tenant names and "
+            "settings are any Unicode, so dbtools speaks UTF8; drop the parameter"
         )
     host_lists = []
     for key, value, where in _effective(params, ("host", "hostaddr"), origin):

@@ -277,6 +277,24 @@ def test_bad_libpq_environment_variables_are_configuration_errors(
         Target.from_url("postgresql:///db")
 
 
+@pytest.mark.parametrize("encoding", ["LATIN1", "SQL_ASCII", "auto", "win1252"])
+def test_a_url_may_not_ask_for_another_encoding_than_utf8(encoding: str) -> None:
+    """Tenant names and settings are any Unicode: another client_encoding would fail on the
+    first emoji (LATIN1), or hand back bytes for text (SQL_ASCII, and auto under LC_ALL=C)."""
+    with pytest.raises(ConfigurationError, match="client_encoding to another encoding than UTF8"):
+        Target.from_url(f"postgresql:///db?client_encoding={encoding}")
+    for accepted in ("UTF8", "utf8", "UTF-8", "unicode"):
+        target = Target.from_url(f"postgresql:///db?client_encoding={accepted}")
+        assert target.connect_kwargs()["client_encoding"] == accepted
+
+
+def test_client_encoding_is_utf8_whatever_pgclientencoding_says(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGCLIENTENCODING", "LATIN1")
+    assert Target.from_url("postgresql:///db").connect_kwargs()["client_encoding"] == "UTF8"
+
+
 def test_describe_and_repr_never_show_the_password() -> None:
     target = Target.from_url("postgresql://app:Zq1%40Zq2@h:5433/db?sslpassword=Zq3")
     assert target.describe() == "database 'db' on h:5433"
