@@ -17,7 +17,7 @@ import math
 import re
 from decimal import Decimal
 
-__all__ = ["exact", "exact_float", "exact_int", "marked", "unmarked"]
+__all__ = ["exact", "exact_float", "exact_int", "fits_numeric", "marked", "unmarked"]
 
 _MARK = "\x00number:"
 _MARKED = re.compile(r'"\\u0000number:([-+.0-9Ee]+)"')
@@ -49,6 +49,22 @@ def exact_float(text: str) -> float | Decimal:
     if math.isinf(value) or Decimal(repr(value)) != Decimal(text):
         return Decimal(text)  # more digits than a float holds, or beyond its range: kept exact
     return value
+
+
+# What PostgreSQL's numeric, and so a jsonb number, holds: 131072 digits before the point,
+# 16383 after it; beyond, the server refuses the whole statement (value overflows numeric format).
+NUMERIC_DIGITS_BEFORE = 131072
+NUMERIC_DIGITS_AFTER = 16383
+
+
+def fits_numeric(value: Decimal) -> bool:
+    """Whether the finite Decimal ``value`` is a number jsonb can store."""
+    exponent = value.as_tuple().exponent  # an int: 'n', 'N' and 'F' are the non-finite ones
+    return (
+        isinstance(exponent, int)
+        and value.adjusted() < NUMERIC_DIGITS_BEFORE
+        and exponent >= -NUMERIC_DIGITS_AFTER
+    )
 
 
 def _not_json(name: str) -> object:

@@ -29,6 +29,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Generic, LiteralString, TypeVar
 from uuid import UUID
 
@@ -52,7 +53,7 @@ from dbtools.errors import (
     TenantNotFound,
     excerpt,
 )
-from dbtools.jsonnumbers import exact_float, exact_int, marked, unmarked
+from dbtools.jsonnumbers import exact_float, exact_int, fits_numeric, marked, unmarked
 from dbtools.slugs import is_valid_slug, validate_new_slug, validate_slug
 
 __all__ = [
@@ -814,6 +815,8 @@ def settings_json(slug: str, settings: object) -> str:
         number = marked(value)  # a Decimal, as settings read back: written exactly
         if number is None:
             return _json_default(value)
+        if isinstance(value, Decimal) and not fits_numeric(value):
+            raise ValueError(f"the number {excerpt(str(value))} is beyond PostgreSQL's numeric")
         decimals += 1
         return number
 

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -949,6 +950,31 @@ def test_a_reserved_slug_is_a_bad_row_of_its_own(
         "invalid tenant slug 'www': the slug is reserved for the platform",
     )
     assert row_count(conn) == 0
+
+
+@pytest.mark.parametrize("number", ["1e999999999", "1e-999999999", "1e131072", "1.5e-16383"])
+def test_a_number_beyond_postgresqls_numeric_is_a_bad_row_with_its_line(
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path, number: str
+) -> None:
+    """jsonb would refuse the whole COPY, naming no row: the row check refuses it first, and it
+    is listed with the other bad rows."""
+    content = f'slug,name,settings\nfine,Fine,{{}}\nhuge,Huge,"{{""a"": {number}}}"\nBad,Bad,\n'
+    result = run_import(cli, db_url, write_file(tmp_path, content))
+    assert reported_lines(result) == [3, 4]
+    assert "beyond PostgreSQL's numeric" in reported(result)[0][1]
+    assert row_count(conn) == 0
+
+
+def test_numbers_at_the_edges_of_postgresqls_numeric_are_imported(
+    cli: Cli, db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    content = 'slug,name,settings\nedge,Edge,"{""big"": 9.9e131071, ""small"": 1e-16383}"\n'
+    result = run_import(cli, db_url, write_file(tmp_path, content))
+    assert result.returncode == 0, result.stderr
+    assert stored(conn, "edge").settings == {
+        "big": Decimal("9.9e131071"),
+        "small": Decimal("1e-16383"),
+    }
 
 
 def test_a_slug_both_taken_and_reserved_is_one_bad_row(
