@@ -129,15 +129,15 @@ def _output(value: str) -> Path:
 
 
 def _unwritable(path: Path) -> str | None:
-    """Why the Markdown file ``path`` and its plot could not be written, if they could not
-    (looked at where symbolic links lead)."""
-    path = path.resolve()
-    folder = path.parent
-    if not folder.is_dir():
-        return f"no folder {str(folder)!r} to write {path.name!r} in"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"the folder {str(folder)!r} may not be written"
-    for file in (path, path.with_suffix(".png")):
+    """Why the Markdown file ``path`` and its plot beside it could not be written, if they
+    could not; each looked at where its own symbolic link, if it is one, leads."""
+    for written in (path, path.with_suffix(".png")):
+        file = written.resolve()
+        folder = file.parent
+        if not folder.is_dir():
+            return f"no folder {str(folder)!r} to write {file.name!r} in"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"the folder {str(folder)!r} may not be written"
         if file.is_dir():
             return f"{str(file)!r} is a folder"
         if file.exists() and not os.access(file, os.W_OK):
@@ -172,16 +172,24 @@ def _run(mode: Mode, selected: list[str], output: Path | None, command: str) -> 
     seconds = time.perf_counter() - started
     _summary(sections, failures, seconds)
     if output is not None:
+        # Each file on its own: the figures outlive a plot that cannot be written.
         plot = output.with_suffix(".png")
+        unwritten = 0
         try:
             drawn = write_plot(plot, sections, facts)
+        except OSError as exc:  # the folder went away meanwhile, a full disk...
+            print(f"bench: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+            drawn, unwritten = False, 1
+        try:
             write_markdown(
                 output, sections, facts, plot if drawn else None, seconds, command, failures
             )
-        except OSError as exc:  # the folder went away meanwhile, a full disk...
+        except OSError as exc:
             print(f"bench: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
             return 1
         print(f"wrote {_shown(output)}" + (f" and {_shown(plot)}" if drawn else ""))
+        if unwritten:
+            return 1
     return 1 if failures else 0
 
 
