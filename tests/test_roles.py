@@ -185,7 +185,7 @@ def test_the_command_sets_up_the_role_twice(
 def test_setup_works_on_the_schema_a_rollback_left(
     conn: Conn, target: Target, role_name: str
 ) -> None:
-    """After `dbtools rollback` (of 0008, then of 0007 too) the role is set up on the schema
+    """After `dbtools rollback` (of 0009, then of 0008 too) the role is set up on the schema
     that is there: no trigger function of a rolled-back migration is named."""
     for count in (1, 2):
         migrations.rollback(target)

@@ -8,6 +8,9 @@ import psycopg
 import pytest
 from psycopg import errors
 
+from dbtools import migrations
+from dbtools.config import Target
+
 Conn = psycopg.Connection[Any]
 
 
@@ -295,7 +298,7 @@ def test_a_dba_can_reserve_more_and_an_existing_holder_keeps_its_slug(conn: Conn
 
 
 def test_a_statement_inserting_one_reserved_slug_among_many_inserts_none(conn: Conn) -> None:
-    """Inserts are checked per statement (0008): the whole statement is refused, naming the
+    """Inserts are checked per statement (0009): the whole statement is refused, naming the
     first reserved slug in slug order, and leaves no tenant and no event behind."""
     slugs = [f"tenant-{i:03d}" for i in range(300)] + ["www", "api"]
     with pytest.raises(errors.CheckViolation) as caught:
@@ -334,9 +337,14 @@ def test_a_refused_insert_writes_no_audit_trail_before_it_is_refused(conn: Conn)
     assert after == (before[0] + 1,)
 
 
-def test_a_temporary_table_cannot_hide_the_reserved_slugs(conn: Conn) -> None:
-    """The trigger functions read public.reserved_slugs: a temporary table of the same name,
-    first on any session's search_path, changes nothing."""
+@pytest.mark.parametrize("rolled_back", [0, 1], ids=["migrated", "without-0009"])
+def test_a_temporary_table_cannot_hide_the_reserved_slugs(
+    conn: Conn, target: Target, rolled_back: int
+) -> None:
+    """The trigger functions read public.reserved_slugs (0008): a temporary table of the same
+    name, first on any session's search_path, changes nothing; nor after 0009 is rolled back."""
+    if rolled_back:
+        migrations.rollback(target, count=rolled_back)
     insert(conn, "acme")
     conn.execute("CREATE TEMPORARY TABLE reserved_slugs (slug text)")
     violates(conn, errors.CheckViolation, RESERVED, "UPDATE tenants SET slug = 'www'", None)

@@ -915,7 +915,7 @@ def test_a_slug_a_dba_reserved_is_refused_by_the_database_as_reserved_slug(conn:
         tenants.create(conn, "beta", "Beta")
     assert (caught.value.slug, caught.value.constraint) == ("beta", tenants.SLUG_RESERVED)
     # The tenant that held "acme" before it was reserved is read and changed as any other, and
-    # get_or_create gets it: nothing is inserted, so nothing is taken (0008).
+    # get_or_create gets it: nothing is inserted, so nothing is taken (0009).
     held, created = tenants.get_or_create(conn, "acme", "Someone Else")
     assert (held.name, created) == ("Tenant acme", False)
     with pytest.raises(ReservedSlug):

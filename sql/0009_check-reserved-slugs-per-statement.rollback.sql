@@ -1,4 +1,4 @@
--- Undo 0008_check-reserved-slugs-per-statement: inserted slugs are checked row by row by tenants_reserved_slug again, and tg_tenants__notify is 0006's.
+-- Undo 0009_check-reserved-slugs-per-statement: inserted slugs are checked row by row by tenants_reserved_slug again, and tg_tenants__notify is 0006's.
 
 SET LOCAL lock_timeout = '5s';
 SET LOCAL statement_timeout = '60s';
@@ -14,21 +14,6 @@ CREATE TRIGGER tenants_reserved_slug
 
 COMMENT ON TRIGGER tenants_reserved_slug ON tenants IS
     'Refuses a slug listed in reserved_slugs on INSERT, and on an UPDATE that changes the slug (see tg_tenants__reserved_slug).';
-
-CREATE OR REPLACE FUNCTION tg_tenants__reserved_slug() RETURNS trigger
-    LANGUAGE plpgsql
-    STABLE
-AS $$
-BEGIN
-    IF (TG_OP = 'INSERT' OR NEW.slug IS DISTINCT FROM OLD.slug)
-       AND EXISTS (SELECT 1 FROM reserved_slugs r WHERE r.slug = NEW.slug) THEN
-        RAISE EXCEPTION 'the slug "%" is reserved for the platform', NEW.slug
-            USING ERRCODE = 'check_violation', CONSTRAINT = 'tenants_slug_reserved',
-                  TABLE = TG_TABLE_NAME, COLUMN = 'slug';
-    END IF;
-    RETURN NEW;
-END;
-$$;
 
 COMMENT ON FUNCTION tg_tenants__reserved_slug() IS
     'BEFORE INSERT OR UPDATE OF slug trigger on tenants: refuses a slug listed in reserved_slugs (check_violation, tenants_slug_reserved).';

@@ -1,5 +1,5 @@
 -- Check the slugs of inserted tenants against reserved_slugs once per statement instead of once per row, and announce inserts and deletes without sorting their slugs, so that a bulk insert of tenants is not slowed down by these rules.
--- depends: 0007_audit-inserts-per-statement
+-- depends: 0008_pin-reserved-slug-search-path
 
 /*
   tenants_reserved_slug (0003) ran a PL/pgSQL function and a query for every row inserted: for
@@ -19,11 +19,6 @@
     does for an UPDATE (see 0003).
   - A plain INSERT of such a slug is refused as taken (unique_violation, tenants_slug_key)
     rather than as reserved: the unique index sees it first. Refused all the same.
-
-  tg_tenants__reserved_slug (0003) read reserved_slugs through the caller's search_path, where
-  a temporary table of that name comes first: any role that may update tenants could shadow the
-  list and rename a tenant to a reserved slug. It now reads public.reserved_slugs, with the
-  search_path pinned, as the new function does.
 
   tg_tenants__notify (0006): the slugs an INSERT or a DELETE touched are unique already
   (tenants_slug_key), so they are no longer sorted to drop duplicates, and the payloads are cut
@@ -87,22 +82,6 @@ BEGIN
     FROM unnest(changed) WITH ORDINALITY AS listed (slug, position)
     GROUP BY (position - 1) / 100;
     RETURN NULL;
-END;
-$$;
-
-CREATE OR REPLACE FUNCTION tg_tenants__reserved_slug() RETURNS trigger
-    LANGUAGE plpgsql
-    STABLE
-    SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF (TG_OP = 'INSERT' OR NEW.slug IS DISTINCT FROM OLD.slug)
-       AND EXISTS (SELECT 1 FROM public.reserved_slugs r WHERE r.slug = NEW.slug) THEN
-        RAISE EXCEPTION 'the slug "%" is reserved for the platform', NEW.slug
-            USING ERRCODE = 'check_violation', CONSTRAINT = 'tenants_slug_reserved',
-                  TABLE = TG_TABLE_NAME, COLUMN = 'slug';
-    END IF;
-    RETURN NEW;
 END;
 $$;
 
