@@ -172,14 +172,12 @@ def insert_checked(
     try:
         with scope(conn, Scope.ATOMIC):
             return _insert(conn, rows, report)
-    except psycopg.errors.UniqueViolation as exc:
-        if exc.diag.constraint_name != tenants.SLUG_KEY:  # a DBA's own unique index: not ours
+    except (psycopg.errors.UniqueViolation, psycopg.errors.CheckViolation) as exc:
+        # A slug taken (in the table, or by another writer) or reserved by a DBA; any other
+        # refusal (a DBA's own unique index or check) is the database's, as for create.
+        if exc.diag.constraint_name not in (tenants.SLUG_KEY, tenants.SLUG_RESERVED):
             raise
-        _refuse(conn, label, rows, [], report, exc)  # in the table, or by another writer
-    except psycopg.errors.CheckViolation as exc:
-        if exc.diag.constraint_name != tenants.SLUG_RESERVED:
-            raise
-        _refuse(conn, label, rows, [], report, exc)  # reserved by a DBA
+        _refuse(conn, label, rows, [], report, exc)
 
 
 def _silent(phase: Phase, count: int) -> None:

@@ -39,7 +39,6 @@ from psycopg import pq
 from psycopg.rows import tuple_row
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from dbtools import jsonnumbers
 from dbtools.db import Scope, opens_transaction, raise_failure, roll_back_opened, scope
 from dbtools.errors import (
     Conflict,
@@ -53,7 +52,7 @@ from dbtools.errors import (
     TenantNotFound,
     excerpt,
 )
-from dbtools.jsonnumbers import exact_float, exact_int, fits_numeric, marked, unmarked
+from dbtools.jsonnumbers import exact, exact_float, exact_int, fits_numeric, marked, unmarked
 from dbtools.slugs import is_valid_slug, validate_new_slug, validate_slug
 
 __all__ = [
@@ -251,7 +250,7 @@ def _make_tenant(values: Sequence[Any]) -> Tenant:
 # raise ValueError on an integer of more than 4300 digits (Python's int/str limit) and turn a
 # fraction beyond a float's range into inf or 0.0; such numbers come back as Decimal, exactly
 # (jsonnumbers.exact, which also parses the JSON users give).
-_settings_decoder = jsonnumbers.exact
+_settings_decoder = exact
 
 
 def load_settings(text: str) -> dict[str, Any]:
